@@ -101,6 +101,32 @@ class ServingConfig:
 
 
 @dataclass
+class DevelopmentConfig:
+    """The background development worker: model search and training."""
+
+    base_model: str | None = None
+    """Fixed base model (store id or folder) for every task; None runs a model search."""
+    search_items: int = 500
+    """Labelled items the model search scores candidates on (the paper's 500)."""
+    max_items: int = 5000
+    """Most labelled items used to train a surrogate."""
+    max_latency_ms: float | None = 100.0
+    """Search constraint: measured CPU latency per item (batch 32, 128 tokens)."""
+    max_parameters: int | None = None
+    """Search constraint: encoder parameters."""
+    max_length: int = 128
+    """Surrogate input length in tokens; longer inputs are truncated (recorded per request)."""
+    epochs: int = 3
+    """Most training epochs (early stopping on validation agreement may stop sooner)."""
+    time_budget_s: float | None = 600.0
+    """Training stops after this many seconds."""
+    poll_s: float = 2.0
+    """How often the worker looks for ready tasks."""
+    num_threads: int = 1
+    """Torch threads of the worker (it shares the cores with the LLM)."""
+
+
+@dataclass
 class PoodleConfig:
     """Everything Poodle reads at start-up."""
 
@@ -118,6 +144,8 @@ class PoodleConfig:
     """Arrow log."""
     serving: ServingConfig = field(default_factory=ServingConfig)
     """Routing and quality control."""
+    development: DevelopmentConfig = field(default_factory=DevelopmentConfig)
+    """Model search and training in the background worker."""
 
 
 T = TypeVar("T")

@@ -1,0 +1,159 @@
+"""Pure-torch reference implementations of Poodle's fused ops.
+
+Each function here is the ground truth its Triton kernel is tested against
+(``tests/ops/``) and the fallback ``ops.dispatch`` uses on CPU.  They favour
+clarity over speed: fp32 accumulation, no in-place tricks.
+
+Ops:
+    * ``pool_classify``       masked mean pooling + linear head + softmax(logits / T)
+                              (the surrogate's per-request tail after the encoder)
+    * ``embedding_layernorm`` BERT embeddings: word + position + token-type, then LayerNorm
+    * ``knn_topk``            pairwise distances + k nearest neighbours, for several
+                              candidate feature sets at once (leave-one-out)
+    * ``knn_vote_accuracy``   majority vote over the neighbours' labels -> kNN proxy score
+    * ``knn_proxy_scores``    ``knn_topk`` + ``knn_vote_accuracy``
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+METRICS = ("l2", "cosine")
+
+
+def pool_classify(
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked mean pooling, a linear classification head and a tempered softmax.
+
+    Args:
+        hidden: ``[B, L, H]`` last hidden states of a padded batch.
+        mask: ``[B, L]`` attention mask (non-zero = real token).  A row with no
+            real token pools to zeros (the head then yields ``bias``).
+        weight: ``[C, H]`` head weight (``nn.Linear`` layout).
+        bias: ``[C]`` head bias or None.
+        temperature: softmax temperature (calibration); must be > 0.
+
+    Returns:
+        ``(logits, probs)``, both ``[B, C]`` fp32; ``probs = softmax(logits / temperature)``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    h = hidden.float()
+    m = (mask != 0).to(h.dtype)
+    counts = m.sum(dim=1, keepdim=True).clamp_min(1.0)
+    pooled = (h * m.unsqueeze(-1)).sum(dim=1) / counts
+    logits = pooled @ weight.float().t()
+    if bias is not None:
+        logits = logits + bias.float()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return logits, probs
+
+
+def embedding_layernorm(
+    input_ids: torch.Tensor,
+    word_emb: torch.Tensor,
+    pos_emb: torch.Tensor,
+    type_emb: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    token_type_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """BERT input embeddings: ``LayerNorm(word[ids] + pos[positions] + type[types])``.
+
+    Matches ``transformers``' ``BertEmbeddings`` in eval mode (absolute positions,
+    ``position_ids`` defaulting to ``arange(L)``, token types defaulting to 0).
+
+    Returns:
+        ``[B, L, H]`` in ``word_emb``'s dtype (computed in fp32).
+    """
+    b, seq = input_ids.shape
+    if position_ids is None:
+        position_ids = torch.arange(seq, device=input_ids.device).expand(b, seq)
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    x = word_emb.float()[input_ids] + pos_emb.float()[position_ids] + type_emb.float()[token_type_ids]
+    y = F.layer_norm(x, (x.shape[-1],), gamma.float(), beta.float(), eps)
+    return y.to(word_emb.dtype)
+
+
+def prepare_knn_features(features: torch.Tensor, metric: str) -> torch.Tensor:
+    """fp32 copy of ``features``; L2-normalised rows for ``cosine``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    x = features.float()
+    if metric == "cosine":
+        x = F.normalize(x, dim=-1)
+    return x
+
+
+def knn_topk(
+    features: torch.Tensor,
+    k: int,
+    metric: str = "l2",
+    exclude_self: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest neighbours of every sample, for several candidate models at once.
+
+    Args:
+        features: ``[M, N, D]``: M candidate models' features of the same N samples
+            (models with smaller D are zero-padded, which changes no distance).
+        k: neighbours per sample (``k <= N - 1`` with ``exclude_self``).
+        metric: ``"l2"`` (squared Euclidean) or ``"cosine"`` (squared Euclidean of
+            L2-normalised rows, i.e. ``2 - 2 cos``; same ranking as cosine distance).
+        exclude_self: leave-one-out (a sample is not its own neighbour).
+
+    Returns:
+        ``(dist, idx)``, ``[M, N, k]`` fp32 / int64, sorted by ascending distance.
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [M, N, D], got {tuple(features.shape)}")
+    n = features.shape[1]
+    if k < 1 or k > n - int(exclude_self):
+        raise ValueError(f"k={k} out of range for N={n} (exclude_self={exclude_self})")
+    x = prepare_knn_features(features, metric)
+    sq = (x * x).sum(-1)
+    d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * torch.bmm(x, x.transpose(1, 2))
+    d = d.clamp_min(0.0)
+    if exclude_self:
+        eye = torch.eye(n, dtype=torch.bool, device=d.device)
+        d = d.masked_fill(eye, float("inf"))
+    dist, idx = torch.topk(d, k, dim=-1, largest=False, sorted=True)
+    return dist, idx
+
+
+def knn_vote_accuracy(idx: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Leave-one-out kNN accuracy from neighbour indices.
+
+    Args:
+        idx: ``[M, N, k]`` neighbour indices (from ``knn_topk``).
+        labels: ``[N]`` integer labels.
+        num_classes: label count (default ``labels.max() + 1``).
+
+    Returns:
+        ``[M]`` fp32 accuracy of the majority vote (ties go to the smaller label).
+    """
+    labels = labels.to(idx.device).long()
+    c = int(labels.max().item()) + 1 if num_classes is None else num_classes
+    neigh = labels[idx]  # [M, N, k]
+    votes = F.one_hot(neigh, c).sum(dim=2)  # [M, N, C]
+    pred = votes.argmax(dim=-1)
+    return (pred == labels.unsqueeze(0)).float().mean(dim=1)
+
+
+def knn_proxy_scores(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 5,
+    metric: str = "cosine",
+) -> torch.Tensor:
+    """kNN proxy score (leave-one-out accuracy) for each of M candidate feature sets."""
+    _, idx = knn_topk(features, k, metric=metric, exclude_self=True)
+    return knn_vote_accuracy(idx, labels)
