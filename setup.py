@@ -30,18 +30,15 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext: Extension) -> None:
         # First try with OpenSSL's SHA-256 (hardware accelerated), then the embedded one.
         if not os.environ.get("POODLE_NATIVE_NO_OPENSSL"):
-            with_ssl = Extension(
-                ext.name,
-                sources=list(ext.sources),
-                extra_compile_args=list(ext.extra_compile_args),
-                define_macros=[("POODLE_USE_OPENSSL", "1")],
-                libraries=["crypto"],
-            )
+            macros, libs = list(ext.define_macros), list(ext.libraries)
+            ext.define_macros.append(("POODLE_USE_OPENSSL", "1"))
+            ext.libraries.append("crypto")
             try:
-                super().build_extension(with_ssl)
+                super().build_extension(ext)
                 return
             except Exception as exc:  # noqa: BLE001
                 print(f"note: building without OpenSSL ({exc!r})", file=sys.stderr)
+                ext.define_macros, ext.libraries = macros, libs
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001

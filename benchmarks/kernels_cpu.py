@@ -90,7 +90,8 @@ def _step_shares(prof, steps: list[str], iters: int) -> dict[str, dict[str, floa
     totals = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key in steps}
     whole = sum(totals.get(s, 0.0) for s in steps) or 1.0
     return {
-        s: {"ms_per_iter": totals.get(s, 0.0) / 1e3 / iters, "share": totals.get(s, 0.0) / whole} for s in steps
+        s: {"ms_per_iter": totals.get(s, 0.0) / 1e3 / iters, "share": totals.get(s, 0.0) / whole}
+        for s in steps
     }
 
 
@@ -129,14 +130,42 @@ def profile_surrogate(batch: int, max_len: int, num_labels: int, iters: int) -> 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(iters):
             run()
+    # Cross-check without the profiler: wall time per step, median over iterations.
+    wall: dict[str, list[float]] = {s: [] for s in steps}
+    with torch.no_grad():
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            x = model.embeddings(input_ids=ids)
+            t1 = time.perf_counter()
+            ext = _extended_mask(model, mask)
+            for layer in model.encoder.layer:
+                out = layer(x, attention_mask=ext)
+                x = out[0] if isinstance(out, tuple) else out
+            t2 = time.perf_counter()
+            m = mask.unsqueeze(-1).float()
+            pooled = (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+            t3 = time.perf_counter()
+            torch.softmax(pooled @ head_w.t() + head_b, dim=-1)
+            t4 = time.perf_counter()
+            for s, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=False):
+                wall[s].append(dt * 1e3)
+    wall_ms = {s: statistics.median(v) for s, v in wall.items()}
+    wall_total = sum(wall_ms.values()) or 1.0
     # Cross-check: the unfused reference head on the same hidden states.
     with torch.no_grad():
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
     fused_ref_ms = median_ms(lambda: reference.pool_classify(hidden, mask, head_w, head_b, 1.0), repeats=20)
     return {
-        "config": {"model": "BertConfig(hidden=384, layers=6, heads=12) random init", "batch": batch,
-                   "max_len": max_len, "real_tokens": int(mask.sum()), "num_labels": num_labels, "iters": iters},
+        "config": {
+            "model": "BertConfig(hidden=384, layers=6, heads=12) random init",
+            "batch": batch,
+            "max_len": max_len,
+            "real_tokens": int(mask.sum()),
+            "num_labels": num_labels,
+            "iters": iters,
+        },
         "steps": _step_shares(prof, steps, iters),
+        "steps_wall": {s: {"ms": v, "share": v / wall_total} for s, v in wall_ms.items()},
         "top_aten_ops": _top_ops(prof),
         "reference_pool_classify_ms": fused_ref_ms,
     }
@@ -162,7 +191,9 @@ def profile_search(n: int, max_len: int, candidates: list[tuple[int, int, int]],
                 for model in models:
                     chunks = []
                     for s in range(0, n, 64):
-                        h = model(input_ids=ids[s : s + 64], attention_mask=mask[s : s + 64]).last_hidden_state
+                        h = model(
+                            input_ids=ids[s : s + 64], attention_mask=mask[s : s + 64]
+                        ).last_hidden_state
                         m = mask[s : s + 64].unsqueeze(-1).float()
                         chunks.append((h * m).sum(1) / m.sum(1))
                     feats.append(torch.cat(chunks))
@@ -183,8 +214,13 @@ def profile_search(n: int, max_len: int, candidates: list[tuple[int, int, int]],
                 for f in np_feats:
                     scorers.linear_probe_accuracy(f, y)
     return {
-        "config": {"candidates(hidden,layers,heads)": candidates, "samples": n, "max_len": max_len, "k": k,
-                   "search_scorers_available": scorers is not None},
+        "config": {
+            "candidates(hidden,layers,heads)": candidates,
+            "samples": n,
+            "max_len": max_len,
+            "k": k,
+            "search_scorers_available": scorers is not None,
+        },
         "steps": _step_shares(prof, steps, 1),
     }
 
@@ -199,8 +235,10 @@ def time_reference_ops(quick: bool) -> dict[str, dict[str, Any]]:
     hidden = torch.randn(b, seq, h, generator=g)
     mask = (torch.arange(seq)[None] < torch.randint(8, seq + 1, (b, 1), generator=g)).long()
     w, bias = torch.randn(c, h, generator=g), torch.randn(c, generator=g)
-    out["pool_classify"] = {"shape": f"B={b} L={seq} H={h} C={c}",
-                            "ms": median_ms(lambda: reference.pool_classify(hidden, mask, w, bias, 1.5), 20)}
+    out["pool_classify"] = {
+        "shape": f"B={b} L={seq} H={h} C={c}",
+        "ms": median_ms(lambda: reference.pool_classify(hidden, mask, w, bias, 1.5), 20),
+    }
     word, pos, typ = torch.randn(30522, h, generator=g), torch.randn(512, h), torch.randn(2, h)
     gamma, beta = torch.ones(h), torch.zeros(h)
     ids = torch.randint(0, 30522, (b, seq), generator=g)
@@ -210,8 +248,10 @@ def time_reference_ops(quick: bool) -> dict[str, dict[str, Any]]:
     }
     m, n, d, k = (3, 1024, 384, 10) if quick else (4, 2048, 384, 10)
     feats = torch.randn(m, n, d, generator=g)
-    out["knn_topk"] = {"shape": f"M={m} N={n} D={d} k={k}",
-                       "ms": median_ms(lambda: reference.knn_topk(feats, k, "cosine"), 5)}
+    out["knn_topk"] = {
+        "shape": f"M={m} N={n} D={d} k={k}",
+        "ms": median_ms(lambda: reference.knn_topk(feats, k, "cosine"), 5),
+    }
     return out
 
 
@@ -233,15 +273,23 @@ def time_native(num_requests: int, block_size: int) -> dict[str, Any]:
         for r in reqs:
             native.block_hashes_py(r, block_size, parent)
 
-    res: dict[str, Any] = {"has_native": native.HAS_NATIVE, "requests": num_requests, "blocks": blocks,
-                           "tokens": int(offsets[-1]), "block_size": block_size}
+    res: dict[str, Any] = {
+        "has_native": native.HAS_NATIVE,
+        "sha256_backend": native._native.sha256_backend() if native.HAS_NATIVE else None,
+        "requests": num_requests,
+        "blocks": blocks,
+        "tokens": int(offsets[-1]),
+        "block_size": block_size,
+    }
     py_ms = median_ms(py, repeats=3)
     res["python_ms"] = py_ms
     res["python_us_per_block"] = py_ms * 1e3 / blocks
     if native.HAS_NATIVE:
         assert native.block_hashes_flat(flat, offsets, block_size, use_native=True) == b"".join(
             h for r in reqs[:50] for h in native.block_hashes_py(r, block_size, parent)
-        ) + native.block_hashes_flat(flat[offsets[50]:], offsets[50:] - offsets[50], block_size, use_native=True)
+        ) + native.block_hashes_flat(
+            flat[offsets[50] :], offsets[50:] - offsets[50], block_size, use_native=True
+        )
 
         def nat_list() -> None:
             for r in reqs:
@@ -262,11 +310,11 @@ def time_native(num_requests: int, block_size: int) -> dict[str, Any]:
 
 
 def _print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     print(f"\n{title}")
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=False)))
     for r in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=False)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,38 +325,79 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     result: dict[str, Any] = {
-        "host": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                 "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()},
+        "host": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+        },
         "quick": args.quick,
+        "loadavg_start": os.getloadavg(),
     }
     if not args.skip_profile:
-        sur = profile_surrogate(batch=16 if args.quick else 32, max_len=64, num_labels=8, iters=2 if args.quick else 5)
+        sur = profile_surrogate(
+            batch=16 if args.quick else 32, max_len=64, num_labels=8, iters=2 if args.quick else 5
+        )
         result["profile_surrogate"] = sur
-        _print_table("Surrogate inference (CPU, torch.profiler)",
-                     [(s, f"{v['ms_per_iter']:.2f}", f"{100 * v['share']:.1f}%") for s, v in sur["steps"].items()],
-                     ("step", "ms/iter", "share"))
-        _print_table("  top aten ops", [(o["op"], f"{100 * o['self_share']:.1f}%", o["calls"])
-                                         for o in sur["top_aten_ops"]], ("op", "self share", "calls"))
+        _print_table(
+            "Surrogate inference (CPU): torch.profiler and plain wall clock",
+            [
+                (
+                    s,
+                    f"{v['ms_per_iter']:.2f}",
+                    f"{100 * v['share']:.1f}%",
+                    f"{sur['steps_wall'][s]['ms']:.2f}",
+                    f"{100 * sur['steps_wall'][s]['share']:.1f}%",
+                )
+                for s, v in sur["steps"].items()
+            ],
+            ("step", "prof ms/iter", "prof share", "wall ms", "wall share"),
+        )
+        _print_table(
+            "  top aten ops",
+            [(o["op"], f"{100 * o['self_share']:.1f}%", o["calls"]) for o in sur["top_aten_ops"]],
+            ("op", "self share", "calls"),
+        )
         if not args.skip_search:
             cands = [(384, 6, 12), (256, 4, 4)] if args.quick else [(384, 6, 12), (384, 4, 12), (256, 4, 4)]
             sea = profile_search(n=128 if args.quick else 512, max_len=32, candidates=cands, k=10)
             result["profile_search"] = sea
-            _print_table("Model search (CPU, torch.profiler)",
-                         [(s, f"{v['ms_per_iter']:.1f}", f"{100 * v['share']:.1f}%") for s, v in sea["steps"].items()],
-                         ("step", "ms", "share"))
+            _print_table(
+                "Model search (CPU, torch.profiler)",
+                [(s, f"{v['ms_per_iter']:.1f}", f"{100 * v['share']:.1f}%") for s, v in sea["steps"].items()],
+                ("step", "ms", "share"),
+            )
     ops = time_reference_ops(args.quick)
     result["torch_reference_ops"] = ops
-    _print_table("Torch reference ops (CPU, median)", [(k, v["shape"], f"{v['ms']:.3f}") for k, v in ops.items()],
-                 ("op", "shape", "ms"))
+    _print_table(
+        "Torch reference ops (CPU, median)",
+        [(k, v["shape"], f"{v['ms']:.3f}") for k, v in ops.items()],
+        ("op", "shape", "ms"),
+    )
     nat = time_native(300 if args.quick else 2000, 16)
     result["native_block_hash"] = nat
     rows = [("python", f"{nat['python_ms']:.1f}", f"{nat['python_us_per_block']:.2f}", "1.0x")]
     for name in ("native_list", "native_flat_numpy"):
         if f"{name}_ms" in nat:
-            rows.append((name, f"{nat[f'{name}_ms']:.1f}", f"{nat[f'{name}_us_per_block']:.2f}",
-                         f"{nat[f'{name}_speedup']:.1f}x"))
-    _print_table(f"vLLM block hashes: {nat['requests']} requests, {nat['blocks']} blocks (HAS_NATIVE={nat['has_native']})",
-                 rows, ("path", "ms", "us/block", "speedup"))
+            rows.append(
+                (
+                    name,
+                    f"{nat[f'{name}_ms']:.1f}",
+                    f"{nat[f'{name}_us_per_block']:.2f}",
+                    f"{nat[f'{name}_speedup']:.1f}x",
+                )
+            )
+    _print_table(
+        f"vLLM block hashes: {nat['requests']} requests, {nat['blocks']} blocks (HAS_NATIVE={nat['has_native']})",
+        rows,
+        ("path", "ms", "us/block", "speedup"),
+    )
+    result["loadavg_end"] = os.getloadavg()
+    print(
+        f"\nhost load average start {result['loadavg_start'][0]:.1f}, end {result['loadavg_end'][0]:.1f} "
+        f"(shared {os.cpu_count()}-CPU host: absolute times are inflated; compare ratios)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {RESULTS.relative_to(ROOT)}")

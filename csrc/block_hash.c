@@ -28,7 +28,7 @@
 #include <string.h>
 
 #ifdef POODLE_USE_OPENSSL
-/* NOTE: the one-shot SHA256() uses OpenSSL's SHA-NI / AVX2 code; setup.py defines this only
+/* NOTE: OpenSSL's SHA-256 uses SHA-NI / AVX2 code; setup.py defines this only
  * when a test build against libcrypto succeeds, else the embedded version below is used. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
@@ -167,8 +167,15 @@ static int hash_one_block(const int64_t *tokens, Py_ssize_t n, const uint8_t *pa
     scratch[0] = 0x80; scratch[1] = 5; scratch[2] = 0x95;
     for (i = 0; i < 8; i++) scratch[3 + i] = (uint8_t)((uint64_t)body >> (8 * i));
 #ifdef POODLE_USE_OPENSSL
-    (void)c;
-    SHA256(scratch, body + 11, out);
+    {
+        /* NOTE: the low-level calls, not one-shot SHA256(): in OpenSSL 3 that goes through
+         * an EVP fetch per call, which costs more than hashing a 100-byte block. */
+        SHA256_CTX sc;
+        (void)c;
+        SHA256_Init(&sc);
+        SHA256_Update(&sc, scratch, body + 11);
+        SHA256_Final(out, &sc);
+    }
 #else
     sha256_init(&c);
     sha256_update(&c, scratch, body + 11);

@@ -58,7 +58,9 @@ def none_hash(seed: str | None = None) -> bytes:
     return hashlib.sha256(pickle.dumps(seed, protocol=pickle.HIGHEST_PROTOCOL)).digest()
 
 
-def hash_block_py(parent: bytes, token_ids: Sequence[int], extra_keys: tuple[Any, ...] | None = None) -> bytes:
+def hash_block_py(
+    parent: bytes, token_ids: Sequence[int], extra_keys: tuple[Any, ...] | None = None
+) -> bytes:
     """One block hash exactly as vLLM's ``hash_block_tokens(sha256, parent, ids, extra_keys)``."""
     key = (parent, tuple(int(t) for t in token_ids), extra_keys)
     return hashlib.sha256(pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL)).digest()

@@ -10,16 +10,27 @@ from typing import Any
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("search", help="rank store models for a task with proxy scores")
-    p.add_argument("task", nargs="?", default=None, help="task id or name in the registry (labels from the request log)")
-    p.add_argument("--dataset", default=None, help="a public dataset instead: imdb, rotten_tomatoes, sst2, ag_news")
+    p.add_argument(
+        "task", nargs="?", default=None, help="task id or name in the registry (labels from the request log)"
+    )
+    p.add_argument(
+        "--dataset", default=None, help="a public dataset instead: imdb, rotten_tomatoes, sst2, ag_news"
+    )
     p.add_argument("--n", type=int, default=500, help="labelled items to use (default 500)")
     p.add_argument("--store-dir", default=None, help="store folder (default: $POODLE_HOME/store)")
-    p.add_argument("--max-latency-ms", type=float, default=100.0, help="ms per item at 128 tokens, batch 32; 0 = no limit")
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=100.0,
+        help="ms per item at 128 tokens, batch 32; 0 = no limit",
+    )
     p.add_argument("--max-params", type=float, default=0.0, help="millions of parameters; 0 = no limit")
     p.add_argument("--scorers", default="logme,linear", help="comma list of logme, knn, linear")
     p.add_argument("--rounds", default="100,250,500", help="successive-halving sample sizes")
     p.add_argument("--no-halving", action="store_true", help="score every candidate on all items")
-    p.add_argument("--cluster-prune", action="store_true", help="score fingerprint-cluster representatives first")
+    p.add_argument(
+        "--cluster-prune", action="store_true", help="score fingerprint-cluster representatives first"
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-save", action="store_true", help="do not keep the result in the search history")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +78,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if import_prepared(cat):
         update_fingerprints(cat)
     if not len(cat):
-        raise FileNotFoundError(f"the store at {cat.root} is empty; run `poodle store build-zoo` or `poodle store add PATH`")
+        raise FileNotFoundError(
+            f"the store at {cat.root} is empty; run `poodle store build-zoo` or `poodle store add PATH`"
+        )
     cfg = SearchConfig(
         scorers=[s.strip() for s in args.scorers.split(",") if s.strip()],
         max_latency_ms=args.max_latency_ms or None,

@@ -69,7 +69,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"model store {cat.root} ({len(entries)} models)")
-    for col in ("id", "kind", "arch", "params M", "hidden", "layers", "ms/item@128", "ms/item@256", "disk MB", "lineage", "tags"):
+    for col in (
+        "id",
+        "kind",
+        "arch",
+        "params M",
+        "hidden",
+        "layers",
+        "ms/item@128",
+        "ms/item@256",
+        "disk MB",
+        "lineage",
+        "tags",
+    ):
         t.add_column(col)
     for e in entries:
         lineage = f"{e.parent}[:{e.parent_layer}]" if e.parent else (e.base_model or "")
@@ -87,12 +99,21 @@ def cmd_add(args: argparse.Namespace) -> int:
     from poodle_vllm.store.importer import add_model, update_fingerprints
 
     cat = _catalog(args)
-    entry = add_model(cat, args.path, model_id=args.id, kind=args.kind, measure=not args.no_latency, overwrite=args.overwrite)
+    entry = add_model(
+        cat,
+        args.path,
+        model_id=args.id,
+        kind=args.kind,
+        measure=not args.no_latency,
+        overwrite=args.overwrite,
+    )
     update_fingerprints(cat)
     if args.json:
         print(json.dumps(cat.get(entry.id).summary(), indent=1))
     else:
-        print(f"added {entry.id} ({_mb(entry.num_parameters)}M parameters, {entry.latency_ms_128} ms/item at 128 tokens)")
+        print(
+            f"added {entry.id} ({_mb(entry.num_parameters)}M parameters, {entry.latency_ms_128} ms/item at 128 tokens)"
+        )
     return 0
 
 

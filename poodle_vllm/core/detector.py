@@ -21,6 +21,7 @@ known template. No exception escapes ``observe`` or ``match``: bad input is coun
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import sys
@@ -167,7 +168,7 @@ class TaskDetector:
         inducer = self._inducers.get(tenant)
         if inducer is None:
             inducer = self._inducers[tenant] = TemplateInducer(self.params)
-            self._matchers[tenant] = TemplateMatcher()
+            self._matchers.setdefault(tenant, TemplateMatcher())
         task_id = self._settled_match(tenant, tokens)
         created = False
         if task_id is not None:
@@ -188,10 +189,16 @@ class TaskDetector:
             elif task_id is None:
                 hit = self._matchers[tenant].match(tokens)
                 if hit is not None:
-                    tpl = self._tasks[hit[0]].info.template
-                    # NOTE: only a template at least as specific as the prompt's own key may take
-                    # it; a broader one (a generic chat task) would swallow a forming template.
-                    if len(tpl.prefix_token_ids) >= induction.key[0] and len(tpl.suffix_token_ids) >= induction.key[1]:
+                    info = self._tasks[hit[0]].info
+                    tpl = info.template
+                    # NOTE: a broad task that is not a label task (a generic chat task) may only
+                    # take prompts whose own key is no more specific: it would swallow a forming
+                    # template. A label task's template matching is enough (and after a restart
+                    # the template trees are empty, so keys are not yet meaningful).
+                    broad = info.state in (TaskState.OBSERVING.value, TaskState.GENERATIVE.value)
+                    if not broad or (
+                        len(tpl.prefix_token_ids) >= induction.key[0] and len(tpl.suffix_token_ids) >= induction.key[1]
+                    ):
                         task_id = hit[0]
             if task_id is not None and induction.pending and not created:
                 task_id = None
@@ -351,6 +358,7 @@ class TaskDetector:
     def load_tasks(self, infos: list[TaskInfo]) -> None:
         """Restore tasks (e.g. from the registry after a restart); ids and templates are kept."""
         for info in infos:
+            info = copy.deepcopy(info)  # the caller's objects stay the caller's
             key = template_key(info.template.prefix_token_ids, info.template.suffix_token_ids)
             task = _Task(info, key)
             task.labels.load(info.labels, info.unparseable)

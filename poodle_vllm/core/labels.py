@@ -25,7 +25,7 @@ MAX_LABEL_WORDS = 3
 _LABEL_KEYS = ("label", "sentiment", "answer", "category", "class", "topic", "result", "prediction", "output")
 _LEAD_RE = re.compile(
     r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|label|sentiment|category|class|topic|classification|prediction|output|result)"
-    r"\s*(?:is)?\s*[:=\-]?\s*)+",
+    r"\s*(?:is\s*[:=\-]?|[:=\-])\s*)+",
 )
 _SENTENCE_RE = re.compile(
     r"^(?:i think |i would say |overall,? )?(?:the |this |that )?"

@@ -79,7 +79,12 @@ def embedding_layernorm(
         position_ids = torch.arange(seq, device=input_ids.device).expand(b, seq)
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
-    x = word_emb.float()[input_ids] + pos_emb.float()[position_ids] + type_emb.float()[token_type_ids]
+    # NOTE: F.embedding (index_select) is ~10x faster on CPU than advanced indexing.
+    x = (
+        F.embedding(input_ids, word_emb).float()
+        + F.embedding(position_ids, pos_emb).float()
+        + F.embedding(token_type_ids, type_emb).float()
+    )
     y = F.layer_norm(x, (x.shape[-1],), gamma.float(), beta.float(), eps)
     return y.to(word_emb.dtype)
 
@@ -129,7 +134,9 @@ def knn_topk(
     return dist, idx
 
 
-def knn_vote_accuracy(idx: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+def knn_vote_accuracy(
+    idx: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
     """Leave-one-out kNN accuracy from neighbour indices.
 
     Args:

@@ -100,7 +100,9 @@ class FeatureExtractor:
         max_loaded: int = 16,
     ) -> None:
         self.catalog = catalog
-        self.cache = FeatureCache(cache_dir or Path(catalog.root) / "cache" / "features") if use_cache else None
+        self.cache = (
+            FeatureCache(cache_dir or Path(catalog.root) / "cache" / "features") if use_cache else None
+        )
         self.max_length = max_length
         self.batch_size = batch_size
         self.share_layers = share_layers

@@ -140,7 +140,9 @@ class KNNScorer:
 # ---------------------------------------------------------------------------------------------
 # Linear probe
 # ---------------------------------------------------------------------------------------------
-def linear_probe_accuracy(features: np.ndarray, labels: Any, folds: int = 3, c: float = 1.0, seed: int = 0) -> float:
+def linear_probe_accuracy(
+    features: np.ndarray, labels: Any, folds: int = 3, c: float = 1.0, seed: int = 0
+) -> float:
     """Stratified k-fold accuracy of a standardised logistic-regression probe."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score

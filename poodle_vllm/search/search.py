@@ -153,7 +153,10 @@ def _past_winners(
 
 
 def save_search_result(
-    catalog: Catalog, result: SearchResult, task_embedding: np.ndarray | None, ref_id: str | None,
+    catalog: Catalog,
+    result: SearchResult,
+    task_embedding: np.ndarray | None,
+    ref_id: str | None,
     task_id: str | None = None,
 ) -> None:
     """Append the result to ``<store>/search_history.jsonl`` and, when a task id and the
@@ -181,7 +184,11 @@ def save_search_result(
         from poodle_vllm.paths import resolve_paths
 
         reg = Registry(resolve_paths().registry)
-        signature = {"n_labels": result.n_labels, "reference_model": ref_id, "task_embedding": rec["task_embedding"]}
+        signature = {
+            "n_labels": result.n_labels,
+            "reference_model": ref_id,
+            "task_embedding": rec["task_embedding"],
+        }
         reg.save_search_result(task_id, [dataclasses.asdict(c) for c in result.ranking], signature)
     except Exception as exc:  # noqa: BLE001 - the JSON history above is the record of truth
         log.info("search result not saved to the registry: %s", exc)
@@ -205,7 +212,10 @@ def search_models(
         raise ValueError("a search needs at least two distinct labels")
     t_start = time.perf_counter()
     ext = extractor or FeatureExtractor(
-        catalog, max_length=cfg.max_length, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
+        catalog,
+        max_length=cfg.max_length,
+        batch_size=cfg.batch_size,
+        use_cache=cfg.use_cache,
         share_layers=cfg.share_layers,
     )
     base_timing = ext.total_timing()
@@ -244,7 +254,11 @@ def search_models(
         task_emb = _task_embedding(ext, ref, texts_o)
         if cfg.warm_start:
             past = _past_winners(
-                Path(catalog.root) / HISTORY_FILE, ref.id, task_emb, len(set(y_o)), cfg.warm_start_min_similarity
+                Path(catalog.root) / HISTORY_FILE,
+                ref.id,
+                task_emb,
+                len(set(y_o)),
+                cfg.warm_start_min_similarity,
             )
             warm = list(dict.fromkeys(m for m, _ in past if m in cand_ids))
     # Start with the past winners so a cut-short search has scored them.
@@ -308,7 +322,11 @@ def _prune_by_cluster(
 
 
 def _build_result(
-    catalog: Catalog, ranking_ids: list[str], rounds: list[HalvingRound], excluded: dict[str, str], sizes: list[int]
+    catalog: Catalog,
+    ranking_ids: list[str],
+    rounds: list[HalvingRound],
+    excluded: dict[str, str],
+    sizes: list[int],
 ) -> SearchResult:
     ranking: list[CandidateScore] = []
     for rank, m in enumerate(ranking_ids, start=1):

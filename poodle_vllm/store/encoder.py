@@ -114,7 +114,11 @@ def pooled_hidden_states(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             batch = enc.tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             )
             out = enc.model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)

@@ -105,7 +105,9 @@ class FingerprintIndex:
             raise KeyError(f"model {model_id!r} has no fingerprint")
         q = self.vectors[self.ids.index(model_id)][None, :]
         scores, idx = self.index.search(q, min(k + 1, len(self.ids)))
-        out = [(self.ids[i], float(s)) for s, i in zip(scores[0], idx[0]) if i >= 0 and self.ids[i] != model_id]
+        out = [
+            (self.ids[i], float(s)) for s, i in zip(scores[0], idx[0]) if i >= 0 and self.ids[i] != model_id
+        ]
         return out[:k]
 
     def cluster(self, n_clusters: int, seed: int = 0) -> dict[str, int]:

@@ -53,7 +53,14 @@ def is_encoder_folder(path: str | os.PathLike[str]) -> bool:
     except json.JSONDecodeError:
         return False
     archs = " ".join(data.get("architectures") or [])
-    return "CausalLM" not in archs and data.get("model_type") in {"bert", "mpnet", "roberta", "distilbert", "xlm-roberta", "electra"}
+    return "CausalLM" not in archs and data.get("model_type") in {
+        "bert",
+        "mpnet",
+        "roberta",
+        "distilbert",
+        "xlm-roberta",
+        "electra",
+    }
 
 
 def describe_source(card: dict[str, Any], path: Path) -> str:
@@ -78,7 +85,11 @@ def describe_folder(path: str | os.PathLike[str], measure: bool = True, repeats:
     cfg = enc.model.config
     max_pos = int(getattr(cfg, "max_position_embeddings", 512))
     # RoBERTa-style models (MPNet included) reserve padding_idx + 1 positions.
-    offset = int(getattr(cfg, "pad_token_id", 0) or 0) + 1 if cfg.model_type in {"mpnet", "roberta", "xlm-roberta"} else 0
+    offset = (
+        int(getattr(cfg, "pad_token_id", 0) or 0) + 1
+        if cfg.model_type in {"mpnet", "roberta", "xlm-roberta"}
+        else 0
+    )
     out: dict[str, Any] = {
         "architecture": str(cfg.model_type),
         "num_parameters": count_parameters(enc.model),
@@ -125,11 +136,17 @@ def add_model(
         path=str(p),
         kind=kind or "base",
         source=describe_source(card, p),
-        license=str(card.get("license") or card.get("licence") or licence_from_text(card.get("description", ""))),
+        license=str(
+            card.get("license") or card.get("licence") or licence_from_text(card.get("description", ""))
+        ),
         base_model=card.get("base_model") or card.get("upstream"),
         task_tags=list(tags) if isinstance(tags, list) else [str(tags)],
         pooling=pooling if pooling in ("mean", "cls") else "mean",
-        recipe={"imported_from": str(p), "conversion": card.get("conversion"), "description": card.get("description")},
+        recipe={
+            "imported_from": str(p),
+            "conversion": card.get("conversion"),
+            "description": card.get("description"),
+        },
         **meta,
     )
     for k, v in fields.items():
@@ -138,7 +155,9 @@ def add_model(
     return entry
 
 
-def import_prepared(catalog: Catalog, models_dir: str | os.PathLike[str] | None = None, measure: bool = True) -> list[str]:
+def import_prepared(
+    catalog: Catalog, models_dir: str | os.PathLike[str] | None = None, measure: bool = True
+) -> list[str]:
     """Import every prepared encoder folder under ``models_dir`` not yet in the store."""
     if models_dir is None:
         from poodle_vllm.paths import resolve_paths

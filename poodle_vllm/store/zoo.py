@@ -179,9 +179,13 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
         say(f"imported {m}")
     have = set(catalog.ids())
     if "all-minilm-l6-v2" not in have:
-        raise FileNotFoundError("base model all-minilm-l6-v2 is not prepared; run the model preparation first")
+        raise FileNotFoundError(
+            "base model all-minilm-l6-v2 is not prepared; run the model preparation first"
+        )
     n_items = 500 if quick else 1500
-    args = TrainingArguments(max_length=64, epochs=1, batch_size=16, seed=seed, early_stopping_patience=0, calibrate=False)
+    args = TrainingArguments(
+        max_length=64, epochs=1, batch_size=16, seed=seed, early_stopping_patience=0, calibrate=False
+    )
     sst_t, sst_y, sst_report = sst2_without_rotten_tomatoes()
     ag_t, ag_y = ag_news_items()
     rng = random.Random(seed)
@@ -191,7 +195,10 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
     ag = ([ag_t[i] for i in ag_idx], [ag_y[i] for i in ag_idx])
     sst_recipe = {"dataset": "sst2/stsa.binary.train", "overlap_removed_with": "rotten_tomatoes", **sst_report,
                   "sample": f"random {len(sst[0])} (seed {seed})"}  # fmt: skip
-    ag_recipe = {"dataset": "ag_news (poodle_vllm.train.data split 'train')", "sample": f"random {len(ag[0])} (seed {seed})"}
+    ag_recipe = {
+        "dataset": "ag_news (poodle_vllm.train.data split 'train')",
+        "sample": f"random {len(ag[0])} (seed {seed})",
+    }
 
     plan: list[tuple[str, Callable[[], ModelEntry]]] = []
     fine = [
@@ -207,8 +214,12 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
     truncs = [("all-minilm-l6-v2-l3", "all-minilm-l6-v2", 3), ("minilm-l6-sst2-l3", "minilm-l6-sst2", 3),
               ("all-mpnet-base-v2-l6", "all-mpnet-base-v2", 6)]  # fmt: skip
     for mid, parent, k in truncs:
-        plan.append((mid, lambda mid=mid, parent=parent, k=k: materialize_truncation(catalog, parent, k, mid)))
-    plan.append(("random-bert-l6", lambda: make_random_control(catalog, "all-minilm-l6-v2", "random-bert-l6", seed)))
+        plan.append(
+            (mid, lambda mid=mid, parent=parent, k=k: materialize_truncation(catalog, parent, k, mid))
+        )
+    plan.append(
+        ("random-bert-l6", lambda: make_random_control(catalog, "all-minilm-l6-v2", "random-bert-l6", seed))
+    )
 
     built: list[str] = list(added)
     for mid, make in plan:
@@ -228,18 +239,22 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
 
 
 def build_variant_store(
-    source: Catalog, out_dir: str | Path, poolings: tuple[str, ...] = ("mean", "cls"), min_layer: int = 1
+    source: Catalog,
+    out_dir: str | Path,
+    poolings: tuple[str, ...] = ("mean", "cls"),
+    min_layer: int = 1,
+    roots: list[str] | None = None,
 ) -> Catalog:
     """A catalog of the source's real models plus virtual truncations at every depth x pooling.
 
-    Latency of virtual variants is left unmeasured (None). Feature caches are keyed by the real
+    Virtual variants keep their parent's latency as an upper bound. Feature caches are keyed by the real
     (root) model, so point the extractor at the source store's cache to share work.
     """
     out = Catalog(out_dir)
-    roots = [e for e in source.entries() if e.path and e.parent is None]
-    for e in roots:
+    real = [e for e in source.entries() if e.path and e.parent is None and (roots is None or e.id in roots)]
+    for e in real:
         out.put(ModelEntry.from_dict(e.to_dict()), save=False)
-    for e in roots:
+    for e in real:
         for layer in range(min_layer, e.num_layers + 1):
             for pool in poolings:
                 if layer == e.num_layers and pool == e.pooling:
@@ -250,9 +265,10 @@ def build_variant_store(
                 v.kind = "variant"
                 v.parent, v.parent_layer = e.id, layer
                 v.num_layers, v.pooling, v.size_bytes = layer, pool, 0
-                v.latency_ms_128 = v.latency_ms_256 = None
+                # Unmeasured; the parent's latency is an upper bound, kept so constraints still apply.
                 v.fingerprint = None
-                v.recipe = {"method": "virtual truncation", "parent": e.id, "layer": layer, "pooling": pool}
+                v.recipe = {"method": "virtual truncation", "parent": e.id, "layer": layer, "pooling": pool,
+                            "latency": "parent's measured latency (upper bound)"}  # fmt: skip
                 out.put(v, save=False)
     out.save()
     return out

@@ -12,8 +12,28 @@ from poodle_vllm import native
 needs_native = pytest.mark.skipif(not native.HAS_NATIVE, reason="poodle_vllm._native not built")
 
 # Every pickle int encoding: BININT1, BININT2, BININT (incl. negatives), LONG1 (both signs).
-EDGE_INTS = [0, 1, 255, 256, 65535, 65536, 151643, 2**31 - 1, 2**31, 2**32, 2**40, 2**63 - 1,
-             -1, -128, -129, -256, -(2**31), -(2**31) - 1, -(2**40), -(2**63)]
+EDGE_INTS = [
+    0,
+    1,
+    255,
+    256,
+    65535,
+    65536,
+    151643,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**40,
+    2**63 - 1,
+    -1,
+    -128,
+    -129,
+    -256,
+    -(2**31),
+    -(2**31) - 1,
+    -(2**40),
+    -(2**63),
+]
 
 
 def _vllm_chain(kv, sha256, tokens, block_size):

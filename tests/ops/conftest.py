@@ -31,8 +31,12 @@ if not HAS_CUDA and "triton" not in sys.modules:
 # True when kernels launched in this process will run (compiled on a GPU, or interpreted).
 INTERPRET_READY = HAS_CUDA or (
     os.environ.get("TRITON_INTERPRET") == "1"
-    and ("triton" not in sys.modules or bool(getattr(sys.modules["triton"], "knobs", None)
-                                              and sys.modules["triton"].knobs.runtime.interpret))
+    and (
+        "triton" not in sys.modules
+        or bool(
+            getattr(sys.modules["triton"], "knobs", None) and sys.modules["triton"].knobs.runtime.interpret
+        )
+    )
 )
 _PREIMPORTED = "triton" in sys.modules
 
@@ -47,7 +51,9 @@ def triton_ops() -> types.SimpleNamespace:
             "triton was imported before TRITON_INTERPRET=1 could be set (an earlier test imported "
             "vLLM/triton); test_ops_interpreter_subprocess.py runs these tests in a fresh process"
         )
-    return types.SimpleNamespace(**{op: importlib.import_module(f"poodle_vllm.ops.triton.{op}") for op in _OPS})
+    return types.SimpleNamespace(
+        **{op: importlib.import_module(f"poodle_vllm.ops.triton.{op}") for op in _OPS}
+    )
 
 
 @pytest.fixture(scope="session")

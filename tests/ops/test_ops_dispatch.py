@@ -11,7 +11,6 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-
 @pytest.fixture(autouse=True)
 def _reset_backend(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)

@@ -14,7 +14,6 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-
 def _tables(vocab: int, max_pos: int, types: int, h: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return [
@@ -56,8 +55,12 @@ def test_embedding_layernorm_explicit_positions_int32_ids(triton_ops):
 def test_reference_matches_hf_bert_embeddings():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=40,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
     )
     torch.manual_seed(0)
     emb = transformers.models.bert.modeling_bert.BertEmbeddings(cfg).eval()
@@ -66,8 +69,13 @@ def test_reference_matches_hf_bert_embeddings():
     with torch.no_grad():
         expected = emb(input_ids=ids, token_type_ids=types)
     got = reference.embedding_layernorm(
-        ids, emb.word_embeddings.weight, emb.position_embeddings.weight,
-        emb.token_type_embeddings.weight, emb.LayerNorm.weight, emb.LayerNorm.bias,
-        types, eps=cfg.layer_norm_eps,
+        ids,
+        emb.word_embeddings.weight,
+        emb.position_embeddings.weight,
+        emb.token_type_embeddings.weight,
+        emb.LayerNorm.weight,
+        emb.LayerNorm.bias,
+        types,
+        eps=cfg.layer_norm_eps,
     )
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -24,7 +24,17 @@ def test_kernel_tests_pass_in_fresh_interpreter_process(triton_preimported):
         pytest.skip("triton not imported before the ops tests: they already ran in-process")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE), "-k", "not fresh_interpreter"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(HERE),
+            "-k",
+            "not fresh_interpreter",
+        ],
         cwd=HERE.parent.parent,
         env=env,
         capture_output=True,

@@ -16,7 +16,6 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-
 def _full_distances(x: torch.Tensor, metric: str) -> torch.Tensor:
     y = reference.prepare_knn_features(x, metric)
     return torch.cdist(y.double(), y.double()).pow(2)

@@ -15,7 +15,6 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-
 def _inputs(b: int, seq: int, h: int, c: int, seed: int, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(b, seq, h, generator=g).to(dtype)

@@ -44,7 +44,9 @@ def test_cache_hit_returns_identical_features(store, tmp_path):
     # a new extractor (new process) reads the disk cache; no model is loaded
     ext2 = FeatureExtractor(store, cache_dir=tmp_path / "c")
     c = ext2.features("tiny", TEXTS[:20])
-    assert np.array_equal(a, c) and ext2.timings["tiny"].texts_computed == 0 and ext2.timings["tiny"].load_s == 0
+    assert (
+        np.array_equal(a, c) and ext2.timings["tiny"].texts_computed == 0 and ext2.timings["tiny"].load_s == 0
+    )
 
 
 def test_shared_layers_equal_the_truncated_model(store, tmp_path):

@@ -42,8 +42,14 @@ def _logme_reference(f, y):
         m = v @ (tmp * beta / (alpha + beta * s))
         alpha_de = (m * m).sum()
         beta_de = ((y_ - f @ m) ** 2).sum()
-        ev = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.sum(np.log(alpha + beta * s))
-              - beta / 2 * beta_de - alpha / 2 * alpha_de - n / 2 * np.log(2 * np.pi))
+        ev = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - 0.5 * np.sum(np.log(alpha + beta * s))
+            - beta / 2 * beta_de
+            - alpha / 2 * alpha_de
+            - n / 2 * np.log(2 * np.pi)
+        )
         out.append(ev / n)
     return float(np.mean(out))
 
@@ -97,5 +103,7 @@ def test_successive_halving_eliminates_and_ranks():
     assert [len(r.candidates) for r in rounds] == [6, 3, 2]
     assert ("m6", 20) not in calls and ("m1", 40) in calls
     # a protected model survives the first round
-    _, rounds = successive_halving(list(quality), [10, 20], score_fn, eta=3, min_survivors=1, protected=["m6"])
+    _, rounds = successive_halving(
+        list(quality), [10, 20], score_fn, eta=3, min_survivors=1, protected=["m6"]
+    )
     assert "m6" in rounds[1].candidates

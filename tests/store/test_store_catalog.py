@@ -11,7 +11,12 @@ from poodle_vllm.store.catalog import Catalog, ModelEntry
 from poodle_vllm.store.encoder import create_tiny_encoder
 from poodle_vllm.store.fingerprint import PROBE_SENTENCES, FingerprintIndex, fingerprint_from_embeddings
 from poodle_vllm.store.importer import add_model, import_prepared, is_encoder_folder, update_fingerprints
-from poodle_vllm.store.zoo import build_variant_store, make_random_control, materialize_truncation, normalise_sentence
+from poodle_vllm.store.zoo import (
+    build_variant_store,
+    make_random_control,
+    materialize_truncation,
+    normalise_sentence,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,9 @@ def test_add_model_reads_metadata_and_measures(tmp_path):
 def test_import_prepared_skips_non_encoders(tmp_path):
     create_tiny_encoder(tmp_path / "models" / "enc-a", num_layers=1)
     (tmp_path / "models" / "llm").mkdir()
-    (tmp_path / "models" / "llm" / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (tmp_path / "models" / "llm" / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"]})
+    )
     assert not is_encoder_folder(tmp_path / "models" / "llm")
     cat = Catalog(tmp_path / "s")
     assert import_prepared(cat, tmp_path / "models", measure=False) == ["enc-a"]
@@ -103,4 +110,6 @@ def test_variant_store_is_virtual_with_lineage(store, tmp_path):
 
 
 def test_normalise_sentence_matches_ptb_tokens():
-    assert normalise_sentence("it wo n't -lrb- really -rrb- work .") == normalise_sentence("It won't (really) work.")
+    assert normalise_sentence("it wo n't -lrb- really -rrb- work .") == normalise_sentence(
+        "It won't (really) work."
+    )

@@ -47,15 +47,25 @@ def embedding_layernorm(
     for name, t in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
         if tuple(t.shape) != (b, seq):
             raise ValueError(f"{name} must be [{b}, {seq}], got {tuple(t.shape)}")
-    check_launchable(embedding_layernorm_kernel, input_ids, word_emb, pos_emb, type_emb, gamma, beta, token_type_ids, position_ids)
+    check_launchable(
+        embedding_layernorm_kernel,
+        input_ids,
+        word_emb,
+        pos_emb,
+        type_emb,
+        gamma,
+        beta,
+        token_type_ids,
+        position_ids,
+    )
 
     out = torch.empty((b, seq, h), dtype=word_emb.dtype, device=word_emb.device)
-    t = b * seq
-    if t == 0:
+    num_tokens = b * seq
+    if num_tokens == 0:
         return out
     block_h = next_pow2(h)
     block_t = max(1, min(16, _TILE_ELEMS // block_h))
-    grid = ((t + block_t - 1) // block_t,)
+    grid = ((num_tokens + block_t - 1) // block_t,)
     embedding_layernorm_kernel[grid](
         input_ids.reshape(-1).contiguous(),
         token_type_ids.reshape(-1).contiguous(),
@@ -66,7 +76,7 @@ def embedding_layernorm(
         gamma.contiguous(),
         beta.contiguous(),
         out,
-        t,
+        num_tokens,
         h,
         float(eps),
         BLOCK_T=block_t,

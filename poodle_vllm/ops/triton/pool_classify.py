@@ -72,4 +72,3 @@ def pool_classify(
         num_warps=4 if block_h <= 1024 else 8,
     )
     return logits, probs
-
