@@ -75,7 +75,7 @@ def run_stream(items: list[TrafficItem], decode, block_size: int, config: Detect
 
     truth = [it.template_id or "chat" for it in items]
     by_task: dict[str, Counter] = defaultdict(Counter)
-    for t, rec in zip(truth, records):
+    for t, rec in zip(truth, records, strict=True):
         if rec.task_id:
             by_task[rec.task_id][t] += 1
     majority = {tid: c.most_common(1)[0][0] for tid, c in by_task.items()}
@@ -86,8 +86,16 @@ def run_stream(items: list[TrafficItem], decode, block_size: int, config: Detect
         own = [tid for tid, m in majority.items() if m == name]
         first = min((created_at.get(tid, 10**9) for tid in own), default=None)
         seen_until = sum(1 for t in truth[: first + 1] if t == name) if first is not None else None
-        after = [(rec, i) for i, (t, rec) in enumerate(zip(truth, records)) if t == name and first is not None and i > first]
-        recall = sum(1 for rec, _ in after if rec.task_id and majority.get(rec.task_id) == name) / len(after) if after else 0.0
+        after = [
+            (rec, i)
+            for i, (t, rec) in enumerate(zip(truth, records, strict=True))
+            if t == name and first is not None and i > first
+        ]
+        recall = (
+            sum(1 for rec, _ in after if rec.task_id and majority.get(rec.task_id) == name) / len(after)
+            if after
+            else 0.0
+        )
         per_template[name] = {
             "requests": truth.count(name),
             "tasks": len(own),
@@ -101,7 +109,10 @@ def run_stream(items: list[TrafficItem], decode, block_size: int, config: Detect
     assigned = sum(sum(c.values()) for c in by_task.values())
     correct = sum(c[majority[tid]] for tid, c in by_task.items())
     templated_after = [v for k, v in per_template.items() if k != "chat"]
-    recall_num = sum(v["recall_after_detection"] * (v["requests"] - (v["detected_after_requests"] or 0)) for v in templated_after)
+    recall_num = sum(
+        v["recall_after_detection"] * (v["requests"] - (v["detected_after_requests"] or 0))
+        for v in templated_after
+    )
     recall_den = sum(v["requests"] - (v["detected_after_requests"] or 0) for v in templated_after)
 
     # match() at request arrival
@@ -123,8 +134,16 @@ def run_stream(items: list[TrafficItem], decode, block_size: int, config: Detect
         "assigned_share": assigned / len(items),
         "false_merges": sum(sum(c.values()) - c[majority[tid]] for tid, c in by_task.items()),
         "false_splits": sum(max(0, v["tasks"] - 1) for v in per_template.values()),
-        "cpu_us_per_request": {"mean": statistics.fmean(cpu_us), "p50": _percentile(cpu_us, 0.5), "p99": _percentile(cpu_us, 0.99)},
-        "wall_us_per_request": {"mean": statistics.fmean(wall_us), "p50": _percentile(wall_us, 0.5), "p99": _percentile(wall_us, 0.99)},
+        "cpu_us_per_request": {
+            "mean": statistics.fmean(cpu_us),
+            "p50": _percentile(cpu_us, 0.5),
+            "p99": _percentile(cpu_us, 0.99),
+        },
+        "wall_us_per_request": {
+            "mean": statistics.fmean(wall_us),
+            "p50": _percentile(wall_us, 0.5),
+            "p99": _percentile(wall_us, 0.99),
+        },
         "match_us": match_us,
         "block_hashing_us_per_request": hash_us,
         "mean_prompt_tokens": statistics.fmean(len(it.prompt_token_ids) for it in items),
@@ -133,7 +152,9 @@ def run_stream(items: list[TrafficItem], decode, block_size: int, config: Detect
     }
 
 
-def steady_state(items: list[TrafficItem], n: int, block_size: int, config: DetectionConfig, seed: int) -> dict:
+def steady_state(
+    items: list[TrafficItem], n: int, block_size: int, config: DetectionConfig, seed: int
+) -> dict:
     """Feed ``n`` requests whose slots are re-drawn token sequences; memory must stay bounded."""
     rng = random.Random(seed)
     det = TaskDetector(config, model="smollm2", block_size=block_size)
@@ -156,13 +177,16 @@ def steady_state(items: list[TrafficItem], n: int, block_size: int, config: Dete
         rec = to_record(it, i, block_size=None)
         rec.prompt_token_ids, rec.prompt_text = ids, None
         det.observe(rec)
-        if (i + 1) in (n // 4, n // 2, n):
+        if (i + 1) % max(1, n // 5) == 0 or i + 1 == n:
             checkpoints[i + 1] = det.memory_bytes()
     return {
         "requests": n,
         "memory_bytes_at": checkpoints,
         "cpu_us_per_request": (time.process_time() - t0) / n * 1e6,
         "prefix_index_nodes": len(det.prefix_index),
+        "prefix_index_max_nodes": det.prefix_index.max_nodes,
+        "prefix_index_bytes": det.prefix_index.memory_bytes(),
+        "template_trees_bytes": sum(i.memory_bytes() for i in det._inducers.values()),
         "tasks": len(det.tasks()),
     }
 
@@ -170,7 +194,9 @@ def steady_state(items: list[TrafficItem], n: int, block_size: int, config: Dete
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--steady", type=int, default=40000, help="steady-state requests for the memory bound (0: skip)")
+    ap.add_argument(
+        "--steady", type=int, default=40000, help="steady-state requests for the memory bound (0: skip)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--toy-tokenizer", action="store_true")
@@ -187,15 +213,18 @@ def main() -> int:
         encode, decode, tokenizer = tok.encode, tok.decode, tok.source
     config = DetectionConfig(min_requests=args.min_requests)
     t0 = time.time()
-    items = templated_stream(encode, args.requests, seed=args.seed, sources=load_sources(max_chars=args.max_chars))
+    items = templated_stream(
+        encode, args.requests, seed=args.seed, sources=load_sources(max_chars=args.max_chars)
+    )
     tokenize_s = time.time() - t0
     result = run_stream(items, decode, args.block_size, config)
     steady = steady_state(items, args.steady, args.block_size, config, args.seed) if args.steady else None
     if steady:
         result["steady_state"] = steady
-        # memory is bounded by the window / max_nodes, so a million requests need what the
-        # steady state needs once the window is full
+        # memory is bounded by the window (template trees) and max_nodes (prefix index): a
+        # million requests need what the steady state needs once both are full
         result["memory_bytes_per_million_requests"] = max(steady["memory_bytes_at"].values())
+        result["memory_saturated"] = steady["prefix_index_nodes"] >= steady["prefix_index_max_nodes"]
     det_after = [v["detected_after_requests"] for k, v in result["per_template"].items() if k != "chat"]
     result["targets"] = {
         "detected_within_20": all(d is not None and d <= 20 for d in det_after),
@@ -217,12 +246,16 @@ def main() -> int:
     out = RESULTS / "detection.json"
     out.write_text(json.dumps(result, indent=2, default=str))
 
-    print(f"tokenizer: {tokenizer}; {result['requests']} requests, mean {result['mean_prompt_tokens']:.0f} prompt tokens")
+    print(
+        f"tokenizer: {tokenizer}; {result['requests']} requests, mean {result['mean_prompt_tokens']:.0f} prompt tokens"
+    )
     print(f"{'template':<16} {'requests':>8} {'tasks':>5} {'detected@':>9} {'recall':>7}  state / labels")
     for name, v in result["per_template"].items():
         det = "-" if v["detected_after_requests"] is None else str(v["detected_after_requests"])
         what = ",".join(v["states"]) + (" " + "/".join(v["labels"]) if v["labels"] else "")
-        print(f"{name:<16} {v['requests']:>8} {v['tasks']:>5} {det:>9} {v['recall_after_detection']:>7.3f}  {what}")
+        print(
+            f"{name:<16} {v['requests']:>8} {v['tasks']:>5} {det:>9} {v['recall_after_detection']:>7.3f}  {what}"
+        )
     cpu, wall = result["cpu_us_per_request"], result["wall_us_per_request"]
     print(
         f"precision {result['precision']:.4f}  recall {result['recall_after_detection']:.4f}  "
@@ -234,7 +267,9 @@ def main() -> int:
     )
     if steady:
         mem = ", ".join(f"{k}: {v / 2**20:.1f} MiB" for k, v in steady["memory_bytes_at"].items())
-        print(f"memory after requests -> {mem} (bounded; ~{result['memory_bytes_per_million_requests'] / 2**20:.1f} MiB per million)")
+        print(
+            f"memory after requests -> {mem} (bounded; ~{result['memory_bytes_per_million_requests'] / 2**20:.1f} MiB per million)"
+        )
     print("targets:", json.dumps(result["targets"]))
     print(f"wrote {out}")
     return 0

@@ -180,7 +180,7 @@ def plot(path: Path, truth: dict[str, Any], proxy: dict[str, float], times: dict
     y = [truth[m]["mean"] for m in ids]
     e = [truth[m]["std"] for m in ids]
     ax1.errorbar(x, y, yerr=e, fmt="o", capsize=3)
-    for m, xi, yi in zip(ids, x, y):
+    for m, xi, yi in zip(ids, x, y, strict=False):
         ax1.annotate(m, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax1.set_xlabel("proxy score (combined z, exhaustive search on 500 items)")
     ax1.set_ylabel("held-out accuracy after fine-tuning (mean ± std over seeds)")

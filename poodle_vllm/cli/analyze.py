@@ -33,7 +33,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--tokenizer", help="tokenizer folder for JSONL input (default: prepared SmolLM2)")
     p.add_argument("--block-size", type=int, default=32, help="prefix-cache block size (default 32)")
-    p.add_argument("--min-requests", type=int, default=None, help="requests that make a task (default: config)")
+    p.add_argument(
+        "--min-requests", type=int, default=None, help="requests that make a task (default: config)"
+    )
     p.add_argument("--model", default="", help="model name the tasks belong to (JSONL input)")
     p.set_defaults(func=run_analyze)
 
@@ -48,7 +50,7 @@ class _Tokenizer:
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return str(self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
@@ -76,7 +78,10 @@ def _is_jsonl(path: Path) -> bool:
 
 
 def iter_jsonl_records(
-    path: Path, encode: Callable[[str], list[int]], render: Callable[[list[dict[str, Any]]], str] | None, model: str
+    path: Path,
+    encode: Callable[[str], list[int]],
+    render: Callable[[list[dict[str, Any]]], str] | None,
+    model: str,
 ) -> Iterator[RequestRecord | None]:
     """One record per line (None for a line that is not a usable request)."""
     with path.open(encoding="utf-8") as f:
@@ -147,7 +152,9 @@ def analyze(
             bad_lines += 1
             continue
         if detector is None:
-            detector = TaskDetector(config, model=model or rec.model, block_size=block_size, tokenizer_decode=decode)
+            detector = TaskDetector(
+                config, model=model or rec.model, block_size=block_size, tokenizer_decode=decode
+            )
         detector.observe(rec)
     if detector is None:
         return [], {"requests": 0, "bad_lines": bad_lines}

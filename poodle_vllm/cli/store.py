@@ -42,6 +42,11 @@ def add_parser(subparsers: Any) -> None:
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_clusters)
 
+    me = sub.add_parser("measure", help="measure CPU latency again (best of several runs)")
+    me.add_argument("models", nargs="*", help="model ids (default: all with a folder)")
+    me.add_argument("--repeats", type=int, default=3)
+    me.set_defaults(func=cmd_measure)
+
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -91,7 +96,16 @@ def cmd_list(args: argparse.Namespace) -> int:
             "-" if e.latency_ms_256 is None else f"{e.latency_ms_256:.1f}",
             _mb(e.size_bytes), lineage, ",".join(e.task_tags),
         )  # fmt: skip
-    Console().print(t)
+    Console(width=220).print(t)
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from poodle_vllm.store.importer import remeasure_latency
+
+    cat = _catalog(args)
+    for m, (a, b) in remeasure_latency(cat, args.models or None, args.repeats).items():
+        print(f"{m:32s} {a} ms/item @128   {b} ms/item @256")
     return 0
 
 

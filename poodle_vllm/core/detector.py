@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import sys
 import time
 from collections import Counter
@@ -36,12 +35,15 @@ from poodle_vllm.core.hashing import block_hash_chain_int64
 from poodle_vllm.core.labels import LabelSpace, SelfAgreement, normalize_answer
 from poodle_vllm.core.prefix_index import PrefixIndex
 from poodle_vllm.core.template import (
+    SPECIAL_TOKEN_RE,
     InductionParams,
     TemplateInducer,
     TemplateKey,
     TemplateMatcher,
+    constant_slot_whitespace,
     extract_slot_text,
     make_task_id,
+    task_name,
     template_key,
 )
 from poodle_vllm.types import RequestRecord, TaskInfo, TaskState, TaskTemplate
@@ -50,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 # States this module decides; later lifecycle states belong to the worker and are left alone.
 _DETECTION_STATES = {TaskState.OBSERVING.value, TaskState.COLLECTING.value, TaskState.GENERATIVE.value}
-_ROLE_WORDS = {"user", "system", "assistant"}
-_SPECIAL_RE = re.compile(r"<\|[^|>]*\|>|<s>|</s>|\[INST\]|\[/INST\]")
 
 
 @dataclass
@@ -80,6 +80,9 @@ class _Answer:
 class _Task:
     info: TaskInfo
     key: TemplateKey
+    variants: list[TaskTemplate] = field(default_factory=list)
+    """Every template induced for this task; they differ by a few tokens at the slot's edges
+    (``TaskDetector.max_variant_tokens``). ``info.template`` is the most general one."""
     labels: LabelSpace = field(default_factory=LabelSpace)
     agreement: SelfAgreement = field(default_factory=SelfAgreement)
     ineligible: Counter = field(default_factory=Counter)
@@ -99,6 +102,7 @@ class TaskDetector:
         hash_algo: str = "sha256",
         params: InductionParams | None = None,
         induce_every: int = 8,
+        max_variant_tokens: int = 4,
     ) -> None:
         self.config = config
         self.model = model
@@ -106,15 +110,23 @@ class TaskDetector:
         self.decode = tokenizer_decode
         self.clock = clock
         self.hash_algo = hash_algo
-        self.params = params or InductionParams(min_requests=max(2, config.min_requests), window=config.window)
-        self.prefix_index = PrefixIndex(block_size, max_nodes=config.max_nodes, half_life=config.window, hash_algo=hash_algo)
+        self.params = params or InductionParams(
+            min_requests=max(2, config.min_requests), window=config.window
+        )
+        self.prefix_index = PrefixIndex(
+            block_size, max_nodes=config.max_nodes, half_life=config.window, hash_algo=hash_algo
+        )
         self._inducers: dict[str, TemplateInducer] = {}
         self._matchers: dict[str, TemplateMatcher] = {}
         self._tasks: dict[str, _Task] = {}
         self._task_by_key: dict[tuple[str, TemplateKey], str] = {}
+        """(tenant, template key) -> task id (a task's variants included)."""
         self.induce_every = induce_every
         """Prompts of established label tasks run template induction once per this many."""
         self._fast_count = 0
+        self._last_chain: list[int] = []
+        self.max_variant_tokens = max_variant_tokens
+        """A new template within this many boundary tokens of a task's template joins that task."""
         self.stats: Counter = Counter()
         """requests, assigned, pending, unassigned, rejected:<reason>, ineligible:<reason>, errors."""
 
@@ -138,7 +150,9 @@ class TaskDetector:
         try:
             return self._observe(record)
         except Exception:
-            logger.exception("poodle: task detection failed for request %s", getattr(record, "request_id", "?"))
+            logger.exception(
+                "poodle: task detection failed for request %s", getattr(record, "request_id", "?")
+            )
             self.stats["errors"] += 1
             return DetectionResult(rejected="error")
 
@@ -160,33 +174,41 @@ class TaskDetector:
             chain = record.block_hashes
         else:
             chain = block_hash_chain_int64(
-                tokens, self.block_size, hash_algo=self.hash_algo, cache_salt=record.cache_salt, lora_name=record.lora_name
+                tokens,
+                self.block_size,
+                hash_algo=self.hash_algo,
+                cache_salt=record.cache_salt,
+                lora_name=record.lora_name,
             )
         self.prefix_index.insert_chain(chain)
+        self._last_chain = chain
 
         tenant = record.tenant
         inducer = self._inducers.get(tenant)
         if inducer is None:
             inducer = self._inducers[tenant] = TemplateInducer(self.params)
             self._matchers.setdefault(tenant, TemplateMatcher())
-        task_id = self._settled_match(tenant, tokens)
+        settled = self._settled_match(tenant, tokens)
         created = False
-        if task_id is not None:
+        if settled is not None:
+            task_id = settled
             result = DetectionResult()
             self.stats["fast_path"] += 1
         else:
             induction = inducer.observe(tokens, answer)
             result = DetectionResult(pending=induction.pending)
-            task_id = self._task_by_key.get((tenant, induction.key))
+            found = self._task_by_key.get((tenant, induction.key))
             if (
-                task_id is None
+                found is None
                 and induction.members >= self.params.min_requests
                 and inducer.settle(induction.key) >= self.params.min_requests
             ):
-                task_id = self._create_task(tenant, induction.key, tokens, inducer)
-                created = True
-                result.new_tasks.append(task_id)
-            elif task_id is None:
+                found, created = self._create_task(tenant, induction.key, tokens, inducer)
+                if created:
+                    result.new_tasks.append(found)
+                else:
+                    result.changed_tasks.append(found)
+            elif found is None:
                 hit = self._matchers[tenant].match(tokens)
                 if hit is not None:
                     info = self._tasks[hit[0]].info
@@ -197,22 +219,25 @@ class TaskDetector:
                     # the template trees are empty, so keys are not yet meaningful).
                     broad = info.state in (TaskState.OBSERVING.value, TaskState.GENERATIVE.value)
                     if not broad or (
-                        len(tpl.prefix_token_ids) >= induction.key[0] and len(tpl.suffix_token_ids) >= induction.key[1]
+                        len(tpl.prefix_token_ids) >= induction.key[0]
+                        and len(tpl.suffix_token_ids) >= induction.key[1]
                     ):
-                        task_id = hit[0]
-            if task_id is not None and induction.pending and not created:
-                task_id = None
-            if task_id is None:
+                        found = hit[0]
+            if found is not None and induction.pending and not created:
+                found = None
+            if found is None:
                 self.stats["pending" if induction.pending else "unassigned"] += 1
                 return result
+            task_id = found
 
         task = self._tasks[task_id]
+        template = task.info.template
         self.stats["assigned"] += 1
         record.task_id = task_id
-        slot_ids = task.info.template.slot_token_ids(tokens)
-        record.slot_text = extract_slot_text(task.info.template, tokens, record.prompt_text, self.decode)
+        slot_ids = template.slot_token_ids(tokens)
+        record.slot_text = extract_slot_text(template, tokens, record.prompt_text, self.decode)
         new_label = False
-        if not created:  # a new task was seeded with this record already
+        if not created and not result.changed_tasks:  # a new task/variant was seeded with this record
             new_label = answer.label is not None and answer.label not in task.labels.counts
             self._count_answer(task, answer, hash(tuple(slot_ids)))
         result.task_id = task_id
@@ -249,7 +274,7 @@ class TaskDetector:
         ineligible = label_ineligibility(record, self.config)
         text = record.output_text
         if text is None and self.decode is not None and record.output_token_ids:
-            text = _SPECIAL_RE.sub("", self.decode(list(record.output_token_ids)))
+            text = SPECIAL_TOKEN_RE.sub("", self.decode(list(record.output_token_ids)))
         label = normalize_answer(text) if ineligible is None else None
         if ineligible is None and label is None:
             ineligible = "unparseable_answer"
@@ -290,51 +315,117 @@ class TaskDetector:
         return before != (info.state, [label.label for label in info.labels], info.reason)
 
     # -- tasks -------------------------------------------------------------------------------
-    def _create_task(self, tenant: str, key: TemplateKey, tokens: list[int], inducer: TemplateInducer) -> str:
+    def _make_template(self, key: TemplateKey, tokens: list[int], inducer: TemplateInducer) -> TaskTemplate:
         len_prefix, len_suffix, _ = key
         template = TaskTemplate(tokens[:len_prefix], tokens[len(tokens) - len_suffix :] if len_suffix else [])
         prefix, suffix = template.prefix_token_ids, template.suffix_token_ids
         if self.decode is not None:
             template.prefix_text = self.decode(list(prefix)) if prefix else ""
             template.suffix_text = self.decode(list(suffix)) if suffix else ""
-            lead, trail = _constant_slot_whitespace(
+            lead, trail = constant_slot_whitespace(
                 [self.decode(template.slot_token_ids(list(toks))) for toks, _ in inducer.members(key)[:32]]
             )
             # NOTE: BPE glues the space after "Review:" to the input's first word, so the token
             # boundary puts it in the slot; whitespace every slot has belongs to the template text.
             template.prefix_text += lead
             template.suffix_text = trail + template.suffix_text
-        task_id = make_task_id(self.model, tenant, template)
-        now = self.clock()
-        info = TaskInfo(
-            task_id=task_id,
-            name=_task_name(template, task_id),
-            state=TaskState.OBSERVING.value,
-            tenant=tenant,
-            model=self.model,
-            template=template,
-            created_at=now,
-            updated_at=now,
-        )
-        info.extra["detected_after_requests"] = len(inducer.members(key))
-        task = _Task(info, key)
-        self._register(task)
+        return template
+
+    def _variant_of(self, tenant: str, template: TaskTemplate) -> _Task | None:
+        """An existing task whose template differs from ``template`` only by a few tokens at the
+        slot's edges (one prefix extends the other, one suffix extends the other)."""
+        p, s = template.prefix_token_ids, template.suffix_token_ids
+        for task in self._tasks.values():
+            if task.info.tenant != tenant:
+                continue
+            q, r = task.info.template.prefix_token_ids, task.info.template.suffix_token_ids
+            short_p, long_p = (p, q) if len(p) <= len(q) else (q, p)
+            short_s, long_s = (s, r) if len(s) <= len(r) else (r, s)
+            if long_p[: len(short_p)] != short_p or (
+                short_s and long_s[len(long_s) - len(short_s) :] != short_s
+            ):
+                continue
+            if (len(long_p) - len(short_p)) + (len(long_s) - len(short_s)) <= self.max_variant_tokens:
+                return task
+        return None
+
+    def _create_task(
+        self, tenant: str, key: TemplateKey, tokens: list[int], inducer: TemplateInducer
+    ) -> tuple[str, bool]:
+        """A new task for ``key`` (True), or a new variant of a task it differs little from (False)."""
+        template = self._make_template(key, tokens, inducer)
+        task = self._variant_of(tenant, template)
+        created = task is None
+        if task is None:
+            task_id = make_task_id(self.model, tenant, template)
+            now = self.clock()
+            info = TaskInfo(
+                task_id=task_id,
+                name=task_name(template, task_id),
+                state=TaskState.OBSERVING.value,
+                tenant=tenant,
+                model=self.model,
+                template=template,
+                created_at=now,
+                updated_at=now,
+            )
+            info.extra["detected_after_requests"] = len(inducer.members(key))
+            # how much of the template the engine's prefix cache shares (full recurring blocks)
+            info.extra["shared_prefix_blocks"] = self.prefix_index.shared_depth(
+                self._last_chain[: len(template.prefix_token_ids) // self.block_size],
+                self.params.min_requests,
+            )
+            task = _Task(info, key)
+            self._register(task)
+        else:
+            # NOTE: the first prompts of a template can share a token at the slot's edge by chance
+            # ("Review: I ..."); the template induced then is a little too specific, and a second
+            # key appears later. Both route to one task (the more general template routes and
+            # cuts slots); the id stays the one derived from the first template.
+            self._add_variant(task, key, template)
+            logger.info("poodle: task %s gets a template variant", task.info.task_id)
         # Seed the label space with the answers of the prompts that made the template recur.
-        for tokens, answers in inducer.members(key):
-            slot_key = hash(tuple(template.slot_token_ids(list(tokens))))
+        for toks, answers in inducer.members(key):
+            slot_key = hash(tuple(template.slot_token_ids(list(toks))))
             for answer in answers:
                 self._count_answer(task, answer, slot_key)
         self._refresh_state(task)
-        logger.info("poodle: new recurring task %s (%s) for tenant %r", task_id, info.name, tenant)
-        return task_id
+        if created:
+            logger.info(
+                "poodle: new recurring task %s (%s) for tenant %r", task.info.task_id, task.info.name, tenant
+            )
+        return task.info.task_id, created
 
     def _register(self, task: _Task) -> None:
         info = task.info
         self._tasks[info.task_id] = task
+        task.variants = [info.template]
         self._task_by_key[(info.tenant, task.key)] = info.task_id
         if info.tenant not in self._matchers:
             self._matchers[info.tenant] = TemplateMatcher()
         self._matchers[info.tenant].add(info.template, info.task_id)
+
+    def _add_variant(self, task: _Task, key: TemplateKey, template: TaskTemplate) -> None:
+        """Route ``key`` to ``task``; a more general template becomes the task's template."""
+        info = task.info
+        task.variants.append(template)
+        self._task_by_key[(info.tenant, key)] = info.task_id
+        current = len(info.template.prefix_token_ids) + len(info.template.suffix_token_ids)
+        if len(template.prefix_token_ids) + len(template.suffix_token_ids) < current:
+            # the general template matches every prompt the specific one does, and cuts the
+            # whole input as the slot
+            info.template = template
+            self._matchers[info.tenant].add(template, info.task_id)
+        info.extra["variants"] = [
+            {
+                "prefix_token_ids": list(t.prefix_token_ids),
+                "suffix_token_ids": list(t.suffix_token_ids),
+                "prefix_text": t.prefix_text,
+                "suffix_text": t.suffix_text,
+            }
+            for t in task.variants
+            if t is not info.template
+        ]
 
     def tasks(self) -> list[TaskInfo]:
         """Snapshots of all tasks, with label-space and eligibility summaries in ``extra``."""
@@ -366,6 +457,14 @@ class TaskDetector:
             if isinstance(ineligible, dict):
                 task.ineligible.update({str(k): int(v) for k, v in ineligible.items()})
             self._register(task)
+            for v in info.extra.get("variants") or []:
+                tpl = TaskTemplate(
+                    list(v["prefix_token_ids"]),
+                    list(v["suffix_token_ids"]),
+                    v.get("prefix_text"),
+                    v.get("suffix_text"),
+                )
+                self._add_variant(task, template_key(tpl.prefix_token_ids, tpl.suffix_token_ids), tpl)
 
     def get_task(self, task_id: str) -> TaskInfo | None:
         task = self._tasks.get(task_id)
@@ -380,47 +479,14 @@ class TaskDetector:
     def memory_bytes(self) -> int:
         """Estimate of the detector's memory (prefix index, template trees, tasks)."""
         tasks = sum(
-            2000 + 8 * (len(t.info.template.prefix_token_ids) + len(t.info.template.suffix_token_ids))
+            2000
+            + 8 * (len(t.info.template.prefix_token_ids) + len(t.info.template.suffix_token_ids))
             + 200 * len(t.agreement.by_slot)
             for t in self._tasks.values()
         )
-        return self.prefix_index.memory_bytes() + sum(i.memory_bytes() for i in self._inducers.values()) + tasks
-
-
-def _task_name(template: TaskTemplate, task_id: str, width: int = 60) -> str:
-    """A readable name: the instruction text nearest the slot, chat markup removed."""
-
-    def lines(text: str) -> list[str]:
-        out = [ln.strip() for ln in text.splitlines()]
-        return [ln for ln in out if ln and ln not in _ROLE_WORDS]
-
-    # the prefix's text after its last special token (the user turn), the suffix's before its first
-    pre = lines(_SPECIAL_RE.split(template.prefix_text or "")[-1])
-    suf = lines(_SPECIAL_RE.split(template.suffix_text or "")[0])
-    if len(pre) >= 2 and len(pre[-1]) < 20:  # "Review:" alone says little; add the instruction
-        pre = [pre[-2], pre[-1]]
-    parts = [_clip(" ".join(pre[-2:]), width // 2, keep_end=True), "{slot}", _clip(" ".join(suf[:1]), width // 2)]
-    name = " ".join(p for p in parts if p)
-    return f"task-{task_id[1:9]}" if name == "{slot}" else name
-
-
-def _constant_slot_whitespace(slots: list[str]) -> tuple[str, str]:
-    """Leading and trailing whitespace that every slot text has (moved into the template)."""
-    if not slots:
-        return "", ""
-    lead = min((s[: len(s) - len(s.lstrip())] for s in slots), key=len)
-    trail = min((s[len(s.rstrip()) :] for s in slots), key=len)
-    if not all(s.startswith(lead) for s in slots):
-        lead = ""
-    if not all(s.endswith(trail) for s in slots):
-        trail = ""
-    return lead, trail
-
-
-def _clip(text: str, width: int, keep_end: bool = False) -> str:
-    if len(text) <= width:
-        return text
-    return "…" + text[-(width - 1) :] if keep_end else text[: width - 1] + "…"
+        return (
+            self.prefix_index.memory_bytes() + sum(i.memory_bytes() for i in self._inducers.values()) + tasks
+        )
 
 
 if __name__ == "__main__":  # demo: two instructions behind one system prompt, ids as plain ints
@@ -433,10 +499,21 @@ if __name__ == "__main__":  # demo: two instructions behind one system prompt, i
         instruction = list(range(100, 112)) if i % 2 else list(range(200, 215))
         answer = [7] if rng.random() < 0.5 else [8]
         rec = RequestRecord(
-            f"r{i}", 0.0, 0.0, system + instruction + [rng.randrange(1000, 9000) for _ in range(30)], answer, "stop",
+            f"r{i}",
+            0.0,
+            0.0,
+            system + instruction + [rng.randrange(1000, 9000) for _ in range(30)],
+            answer,
+            "stop",
             output_text="positive" if answer == [7] else "negative",
         )
         det.observe(rec)
     for t in det.tasks():
-        print(t.task_id, t.state, t.requests_seen, len(t.template.prefix_token_ids), [lb.label for lb in t.labels])
+        print(
+            t.task_id,
+            t.state,
+            t.requests_seen,
+            len(t.template.prefix_token_ids),
+            [lb.label for lb in t.labels],
+        )
     print(det.summary(), f"memory~{det.memory_bytes() / 1024:.0f} KiB", file=sys.stderr)

@@ -71,7 +71,9 @@ def get_hash_fn(hash_algo: str) -> Callable[[Any], bytes]:
     try:
         return _HASH_FNS[hash_algo]
     except KeyError:
-        raise ValueError(f"unknown prefix-caching hash algo {hash_algo!r}; valid: {list(HASH_ALGOS)}") from None
+        raise ValueError(
+            f"unknown prefix-caching hash algo {hash_algo!r}; valid: {list(HASH_ALGOS)}"
+        ) from None
 
 
 def resolve_none_hash_seed(hash_algo: str, seed: str | None = None) -> str:
@@ -158,7 +160,9 @@ def block_hash_chain(
     out: list[bytes] = []
     for i in range(n_blocks):
         keys = lora_keys + [("cache_salt", cache_salt)] if (i == 0 and cache_salt) else lora_keys
-        parent = fn((parent, tuple(ids[i * block_size : (i + 1) * block_size]), tuple(keys) if keys else None))
+        parent = fn(
+            (parent, tuple(ids[i * block_size : (i + 1) * block_size]), tuple(keys) if keys else None)
+        )
         out.append(parent)
     return out
 

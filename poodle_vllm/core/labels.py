@@ -50,7 +50,11 @@ def _from_json(text: str) -> str | None:
     if isinstance(obj, dict):
         for k in _LABEL_KEYS:
             for key in obj:
-                if isinstance(key, str) and key.lower() == k and isinstance(obj[key], (str, int, float, bool)):
+                if (
+                    isinstance(key, str)
+                    and key.lower() == k
+                    and isinstance(obj[key], (str, int, float, bool))
+                ):
                     return str(obj[key])
         if len(obj) == 1:
             (value,) = obj.values()
@@ -75,7 +79,7 @@ def normalize_answer(text: str | None) -> str | None:
     fence = _FENCE_RE.match(s)
     if fence:
         s = fence.group(1).strip()
-    if s[:1] in "{[\"" or s[:1].isdigit():
+    if s[:1] in '{["' or s[:1].isdigit():
         value = _from_json(s)
         if value is not None:
             s = value

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,6 +32,10 @@ from typing import Any
 
 from poodle_vllm.core.token_trie import TokenTrie, TrieNode
 from poodle_vllm.types import TaskTemplate
+
+SPECIAL_TOKEN_RE = re.compile(r"<\|[^|>]*\|>|<s>|</s>|\[INST\]|\[/INST\]")
+"""Chat-markup special tokens as they appear in decoded text."""
+_ROLE_WORDS = {"user", "system", "assistant"}
 
 TemplateKey = tuple[int, int, bytes]
 """(prefix length, suffix length, digest of the prefix and suffix token ids): cheap to hash."""
@@ -118,7 +123,10 @@ def find_anchor(trie: TokenTrie, tokens: Sequence[int], max_depth: int, p: Induc
         c_node, c_child = len(node.members), len(child.members)
         step = c_child >= 2 and (
             c_child >= p.dominance * c_node
-            or (c_child >= p.min_requests and _has_stable_run(child, tokens, depth, p.run_tokens, p.min_requests, p))
+            or (
+                c_child >= p.min_requests
+                and _has_stable_run(child, tokens, depth, p.run_tokens, p.min_requests, p)
+            )
         )
         if not step or depth + len(child.edge) > max_depth:
             pending = c_child >= 2 and _has_stable_run(child, tokens, depth, p.pending_run_tokens, 2, p)
@@ -246,7 +254,12 @@ class TemplateInducer:
 
     def memory_bytes(self) -> int:
         prompts = sum(120 + 4 * len(p.tokens) + 64 * len(p.payload) for p in self._prompts.values())
-        return self.prefix_trie.memory_bytes() + self.suffix_trie.memory_bytes() + prompts + 150 * len(self._window)
+        return (
+            self.prefix_trie.memory_bytes()
+            + self.suffix_trie.memory_bytes()
+            + prompts
+            + 150 * len(self._window)
+        )
 
 
 class TemplateMatcher:
@@ -267,7 +280,9 @@ class TemplateMatcher:
         self.remove(value)
         pre, suf = list(template.prefix_token_ids), list(template.suffix_token_ids)
         entry = (len(pre) + len(suf), pre, suf, value)
-        bucket = self._by_head.setdefault(tuple(pre[: self.HEAD]), []) if len(pre) >= self.HEAD else self._short
+        bucket = (
+            self._by_head.setdefault(tuple(pre[: self.HEAD]), []) if len(pre) >= self.HEAD else self._short
+        )
         bucket.append(entry)
         bucket.sort(key=lambda e: -e[0])
 
@@ -283,7 +298,11 @@ class TemplateMatcher:
             for total, pre, suf, value in bucket:
                 if best is not None and total <= best[0]:
                     break
-                if total <= n and token_ids[: len(pre)] == pre and (not suf or token_ids[n - len(suf) :] == suf):
+                if (
+                    total <= n
+                    and token_ids[: len(pre)] == pre
+                    and (not suf or token_ids[n - len(suf) :] == suf)
+                ):
                     best = (total, value, len(pre), len(suf))
                     break
         if best is None:
@@ -343,3 +362,43 @@ def extract_slot_text(
     if trail and trail.isspace() and text.endswith(trail):
         text = text[: len(text) - len(trail)]
     return text
+
+
+def task_name(template: TaskTemplate, task_id: str, width: int = 60) -> str:
+    """A readable name: the instruction text nearest the slot, chat markup removed."""
+
+    def lines(text: str) -> list[str]:
+        out = [ln.strip() for ln in text.splitlines()]
+        return [ln for ln in out if ln and ln not in _ROLE_WORDS]
+
+    # the prefix's text after its last special token (the user turn), the suffix's before its first
+    pre = lines(SPECIAL_TOKEN_RE.split(template.prefix_text or "")[-1])
+    suf = lines(SPECIAL_TOKEN_RE.split(template.suffix_text or "")[0])
+    if len(pre) >= 2 and len(pre[-1]) < 20:  # "Review:" alone says little; add the instruction
+        pre = [pre[-2], pre[-1]]
+    parts = [
+        _clip(" ".join(pre[-2:]), width // 2, keep_end=True),
+        "{slot}",
+        _clip(" ".join(suf[:1]), width // 2),
+    ]
+    name = " ".join(p for p in parts if p)
+    return f"task-{task_id[1:9]}" if name == "{slot}" else name
+
+
+def constant_slot_whitespace(slots: list[str]) -> tuple[str, str]:
+    """Leading and trailing whitespace that every slot text has (moved into the template)."""
+    if not slots:
+        return "", ""
+    lead = min((s[: len(s) - len(s.lstrip())] for s in slots), key=len)
+    trail = min((s[len(s.rstrip()) :] for s in slots), key=len)
+    if not all(s.startswith(lead) for s in slots):
+        lead = ""
+    if not all(s.endswith(trail) for s in slots):
+        trail = ""
+    return lead, trail
+
+
+def _clip(text: str, width: int, keep_end: bool = False) -> str:
+    if len(text) <= width:
+        return text
+    return "…" + text[-(width - 1) :] if keep_end else text[: width - 1] + "…"

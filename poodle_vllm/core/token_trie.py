@@ -51,7 +51,9 @@ class TokenTrie:
         self.root = TrieNode(array("i"))
         self.num_nodes = 1
 
-    def insert(self, pid: int, tokens: Sequence[int]) -> None:
+    def insert(self, pid: int, tokens: Sequence[int], max_leaf_tokens: int | None = None) -> int:
+        """Insert; a new leaf keeps at most ``max_leaf_tokens`` (a prompt's unique tail is cut,
+        which bounds memory for huge prompts). Returns how many tokens the path now holds."""
         tokens = _as_array(tokens)
         node = self.root
         node.members.add(pid)
@@ -59,9 +61,10 @@ class TokenTrie:
         while i < n:
             child = node.children.get(tokens[i])
             if child is None:
-                node.children[tokens[i]] = TrieNode(tokens[i:], {pid})
+                end = n if max_leaf_tokens is None else min(n, i + max_leaf_tokens)
+                node.children[tokens[i]] = TrieNode(tokens[i:end], {pid})
                 self.num_nodes += 1
-                return
+                return end
             edge = child.edge
             k = _common_length(edge, tokens[i : i + len(edge)])
             if k < len(edge):  # split the edge at the first difference
@@ -74,6 +77,7 @@ class TokenTrie:
             child.members.add(pid)
             node = child
             i += k
+        return n
 
     def remove(self, pid: int, tokens: Sequence[int]) -> None:
         tokens = _as_array(tokens)

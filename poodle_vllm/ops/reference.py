@@ -12,9 +12,14 @@ Ops:
                               candidate feature sets at once (leave-one-out)
     * ``knn_vote_accuracy``   majority vote over the neighbours' labels -> kNN proxy score
     * ``knn_proxy_scores``    ``knn_topk`` + ``knn_vote_accuracy``
+    * ``logme_prepare``       thin SVD + label projections for M candidates at once
+    * ``logme_evidence``      LogME fixed-point iteration for every (candidate, class) pair
+    * ``logme_scores``        ``logme_prepare`` + ``logme_evidence`` + mean over classes
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -164,3 +169,106 @@ def knn_proxy_scores(
     """kNN proxy score (leave-one-out accuracy) for each of M candidate feature sets."""
     _, idx = knn_topk(features, k, metric=metric, exclude_self=True)
     return knn_vote_accuracy(idx, labels)
+
+
+def logme_prepare(
+    features: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spectral inputs of LogME for M candidates: ``(s, z_sq, resid_out)`` in fp64.
+
+    With the thin SVD ``F_m = U diag(sigma) V^T``: ``s = sigma^2`` ``[M, r]``, ``r = min(N, D)``;
+    ``z_sq[m, c] = (U^T y_c)^2`` ``[M, C, r]`` for the one-vs-rest target ``y_c`` of each
+    class present in ``labels``; ``resid_out = |y_c|^2 - sum(z_sq)`` ``[M, C]`` (the part of
+    ``y_c`` outside F's column space).
+
+    NOTE: computed from a batched ``eigh`` of the smaller Gram matrix (``F^T F`` or ``F F^T``)
+    rather than an SVD of F: the decomposition is LogME's whole cost (the iteration is
+    ~1 %), and this is several times faster.  Directions with ``s <= 1e-10 * max(s)`` (below
+    fp64 resolution of the squared spectrum) get ``s = z_sq = 0``, which gives the same
+    evidence as the SVD form: they only add ``log(alpha)`` terms.
+    """
+    if features.dim() != 3 or labels.dim() != 1 or labels.shape[0] != features.shape[1]:
+        raise ValueError("expected features [M, N, D] and labels [N]")
+    f = features.double()
+    n, d = f.shape[1], f.shape[2]
+    _, y = torch.unique(labels.to(f.device), return_inverse=True)
+    targets = F.one_hot(y, int(y.max().item()) + 1).double()  # [N, C]
+    if d <= n:
+        s, v = torch.linalg.eigh(f.transpose(1, 2) @ f)  # [M, D], [M, D, D]
+        proj = v.transpose(1, 2) @ (f.transpose(1, 2) @ targets)  # sigma * (U^T y): [M, D, C]
+        keep = s > 1e-10 * s.amax(dim=-1, keepdim=True).clamp_min(1e-300)
+        s = torch.where(keep, s, 0.0)
+        z_sq = torch.where(keep[..., None], proj * proj / s.clamp_min(1e-300)[..., None], 0.0)
+    else:
+        s, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # [M, N], [M, N, N]
+        z = u.transpose(1, 2) @ targets  # [M, N, C]
+        keep = s > 1e-10 * s.amax(dim=-1, keepdim=True).clamp_min(1e-300)
+        s = torch.where(keep, s, 0.0)
+        z_sq = torch.where(keep[..., None], z * z, 0.0)
+    z_sq = z_sq.transpose(1, 2).contiguous()  # [M, C, r]
+    resid_out = (targets.sum(0)[None, :] - z_sq.sum(-1)).clamp_min(0.0)
+    return s.contiguous(), z_sq, resid_out
+
+
+def logme_evidence(
+    s: torch.Tensor,
+    z_sq: torch.Tensor,
+    resid_out: torch.Tensor,
+    n: int,
+    d: int,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> torch.Tensor:
+    """LogME evidence / n ``[M, C]`` by MacKay's fixed point, all pairs iterated together.
+
+    Same updates and stopping rule as ``poodle_vllm.search.scorers._logme_one_target``:
+    each (candidate, class) pair stops once ``alpha / beta`` moves by less than ``tol``
+    (relative); a stopped pair keeps its values while the others continue.
+    """
+    ss = s[:, None, :]
+    alpha = torch.ones_like(resid_out)
+    beta = torch.ones_like(resid_out)
+    active = torch.ones_like(resid_out, dtype=torch.bool)
+    for _ in range(max_iter):
+        a, b = alpha[..., None], beta[..., None]
+        denom = a + b * ss
+        gamma = (b * ss / denom).sum(-1)
+        m_sq = (b * b * ss * z_sq / (denom * denom)).sum(-1)
+        res_sq = (z_sq * (a / denom) ** 2).sum(-1) + resid_out
+        new_alpha = gamma / m_sq.clamp_min(1e-12)
+        new_beta = (n - gamma) / res_sq.clamp_min(1e-12)
+        ratio = alpha / beta
+        converged = (new_alpha / new_beta - ratio).abs() / ratio < tol
+        alpha = torch.where(active, new_alpha, alpha)
+        beta = torch.where(active, new_beta, beta)
+        active = active & ~converged
+        if not bool(active.any()):
+            break
+    a, b = alpha[..., None], beta[..., None]
+    denom = a + b * ss
+    m_sq = (b * b * ss * z_sq / (denom * denom)).sum(-1)
+    res_sq = (z_sq * (a / denom) ** 2).sum(-1) + resid_out
+    r = s.shape[-1]
+    log_det = torch.log(denom).sum(-1) + (d - r) * torch.log(alpha)
+    evidence = (
+        d / 2.0 * torch.log(alpha)
+        + n / 2.0 * torch.log(beta)
+        - 0.5 * log_det
+        - beta / 2.0 * res_sq
+        - alpha / 2.0 * m_sq
+        - n / 2.0 * math.log(2 * math.pi)
+    )
+    return evidence / n
+
+
+def logme_scores(
+    features: torch.Tensor, labels: torch.Tensor, max_iter: int = 100, tol: float = 1e-5
+) -> torch.Tensor:
+    """LogME ``[M]`` (fp64) of M candidate feature sets of the same N samples, in one batch.
+
+    Candidates with different widths can be zero-padded to a common D only if the caller
+    accounts for the ``(d - r) log alpha`` term; pass the true D per group instead.
+    """
+    s, z_sq, resid_out = logme_prepare(features, labels)
+    n, d = features.shape[1], features.shape[2]
+    return logme_evidence(s, z_sq, resid_out, n, d, max_iter, tol).mean(-1)

@@ -135,7 +135,7 @@ class FeatureExtractor:
         missing = list(dict.fromkeys(h for h in hashes if h not in found))
         timing.texts_cached += len(hashes) - len(missing)
         if missing:
-            first = {h: t for t, h in zip(texts, hashes)}
+            first = {h: t for t, h in zip(texts, hashes, strict=False)}
             new_texts = [first[h] for h in missing]
             from poodle_vllm.store.encoder import pooled_hidden_states
 

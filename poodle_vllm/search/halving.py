@@ -46,7 +46,7 @@ def combine_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
         ok = ~np.isnan(vals)
         mu = float(vals[ok].mean()) if ok.any() else 0.0
         sd = float(vals[ok].std()) if ok.sum() > 1 else 0.0
-        for m, v in zip(models, vals):
+        for m, v in zip(models, vals, strict=False):
             total[m] += 0.0 if (np.isnan(v) or sd < 1e-12) else (v - mu) / sd
     return {m: total[m] / max(1, len(names)) for m in models}
 

@@ -106,7 +106,9 @@ class FingerprintIndex:
         q = self.vectors[self.ids.index(model_id)][None, :]
         scores, idx = self.index.search(q, min(k + 1, len(self.ids)))
         out = [
-            (self.ids[i], float(s)) for s, i in zip(scores[0], idx[0]) if i >= 0 and self.ids[i] != model_id
+            (self.ids[i], float(s))
+            for s, i in zip(scores[0], idx[0], strict=False)
+            if i >= 0 and self.ids[i] != model_id
         ]
         return out[:k]
 
@@ -125,7 +127,7 @@ class FingerprintIndex:
         km.cp.min_points_per_centroid = 1
         km.train(self.vectors)
         _, assign = km.index.search(self.vectors, 1)
-        return {m: int(c) for m, c in zip(self.ids, assign[:, 0])}
+        return {m: int(c) for m, c in zip(self.ids, assign[:, 0], strict=False)}
 
     def representatives(self, clusters: dict[str, int]) -> dict[int, str]:
         """Per cluster, the member closest to the cluster's mean fingerprint."""

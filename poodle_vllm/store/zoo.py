@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
     }
 
     plan: list[tuple[str, Callable[[], ModelEntry]]] = []
-    fine = [
+    fine: list[tuple[str, str, tuple[list[str], list[str]], str, dict[str, Any]]] = [
         ("minilm-l6-sst2", "all-minilm-l6-v2", sst, "sentiment", sst_recipe),
         ("minilm-l3-sst2", "paraphrase-minilm-l3-v2", sst, "sentiment", sst_recipe),
         ("minilm-l6-agnews", "all-minilm-l6-v2", ag, "topic", ag_recipe),
@@ -209,25 +210,24 @@ def build_zoo(catalog: Catalog, quick: bool = False, say: Say = print, seed: int
     ]
     for mid, base, data, tag, rec in fine:
         if base in have:
-            plan.append((mid, lambda mid=mid, base=base, data=data, tag=tag, rec=rec: finetune_variant(
-                catalog, base, mid, list(data[0]), list(data[1]), tag, rec, args)))  # fmt: skip
+            plan.append(
+                (mid, partial(finetune_variant, catalog, base, mid, data[0], data[1], tag, rec, args))
+            )
     truncs = [("all-minilm-l6-v2-l3", "all-minilm-l6-v2", 3), ("minilm-l6-sst2-l3", "minilm-l6-sst2", 3),
               ("all-mpnet-base-v2-l6", "all-mpnet-base-v2", 6)]  # fmt: skip
     for mid, parent, k in truncs:
-        plan.append(
-            (mid, lambda mid=mid, parent=parent, k=k: materialize_truncation(catalog, parent, k, mid))
-        )
+        plan.append((mid, partial(materialize_truncation, catalog, parent, k, mid)))
     plan.append(
-        ("random-bert-l6", lambda: make_random_control(catalog, "all-minilm-l6-v2", "random-bert-l6", seed))
+        ("random-bert-l6", partial(make_random_control, catalog, "all-minilm-l6-v2", "random-bert-l6", seed))
     )
 
     built: list[str] = list(added)
-    for mid, make in plan:
+    for mid, maker in plan:
         if mid in catalog:
             continue
         try:
             t0 = time.perf_counter()
-            make()
+            maker()
             built.append(mid)
             say(f"built {mid} in {time.perf_counter() - t0:.0f}s")
         except (KeyError, FileNotFoundError) as exc:

@@ -309,6 +309,12 @@ class TaskRouter:
             except Exception:
                 self.counters["surrogate_errors"] += 1
         self.counters[f"served_by_{record.served_by}"] += 1
+        if record.task_id:
+            # Per-task counters feed the Prometheus metrics (requests by task and server, savings).
+            self.counters[f"task:{record.task_id}:{record.served_by}"] += 1
+            if record.served_by == ServedBy.SURROGATE.value:
+                self.counters[f"task:{record.task_id}:saved_prompt_tokens"] += record.num_prompt_tokens
+                self.counters[f"task:{record.task_id}:saved_output_tokens"] += record.num_output_tokens
         if self.log is not None and not self.log.submit(record):
             self.counters["log_dropped"] += 1
 

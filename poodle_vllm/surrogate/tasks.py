@@ -153,6 +153,10 @@ class LiveTaskSet:
         if stored is None:
             return
         state = stored.state
+        if state == TaskState.GENERATIVE.value and task.state == TaskState.COLLECTING.value:
+            # The window's answers now form a small label space: observe again, then collect.
+            registry.set_state(task.task_id, TaskState.OBSERVING.value, "answers now fit a small label space")
+            state = TaskState.OBSERVING.value
         if state == TaskState.OBSERVING.value and task.state == TaskState.COLLECTING.value:
             registry.set_state(task.task_id, TaskState.COLLECTING.value, "label space is replaceable")
             state = TaskState.COLLECTING.value

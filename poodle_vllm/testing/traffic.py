@@ -105,7 +105,9 @@ def load_sources(root: Path | None = None, max_chars: int = 1000) -> dict[str, l
     for part in sorted((root / "imdb").glob("imdb_test_5k_part*.tsv")):
         with part.open(encoding="utf-8") as f:
             for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-                imdb.append((_clip(row["text"], max_chars), "positive" if row["label"] == "1" else "negative"))
+                imdb.append(
+                    (_clip(row["text"], max_chars), "positive" if row["label"] == "1" else "negative")
+                )
     ag: list[tuple[str, str | None]] = []
     with (root / "ag_news" / "test.csv").open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -123,7 +125,9 @@ def load_sources(root: Path | None = None, max_chars: int = 1000) -> dict[str, l
     return {"imdb_sentiment": imdb, "ag_news_topic": ag, "sentiment_after": rt, "chat": chat}
 
 
-def _answer(template_id: str, gold: str | None, rng: random.Random, pool: list[tuple[str, str | None]]) -> str:
+def _answer(
+    template_id: str, gold: str | None, rng: random.Random, pool: list[tuple[str, str | None]]
+) -> str:
     """What a well-behaved LLM might answer (mostly one canonical form per label)."""
     if template_id == "imdb_sentiment":
         assert gold is not None
@@ -179,10 +183,14 @@ def templated_stream(
     return out
 
 
-def to_record(item: TrafficItem, index: int, *, block_size: int | None = 32, model: str = "sim") -> RequestRecord:
+def to_record(
+    item: TrafficItem, index: int, *, block_size: int | None = 32, model: str = "sim"
+) -> RequestRecord:
     """A finished-request record for ``item`` (with vLLM's block hashes when ``block_size``)."""
     hashes = (
-        block_hash_chain_int64(item.prompt_token_ids, block_size, cache_salt=item.cache_salt) if block_size else []
+        block_hash_chain_int64(item.prompt_token_ids, block_size, cache_salt=item.cache_salt)
+        if block_size
+        else []
     )
     return RequestRecord(
         request_id=f"sim-{index}",
@@ -225,6 +233,6 @@ def load_tokenizer(path: str | Path | None = None) -> LoadedTokenizer | None:
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def decode(ids: list[int]) -> str:
-        return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return str(tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
 
     return LoadedTokenizer(encode, decode, str(folder))

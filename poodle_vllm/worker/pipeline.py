@@ -73,7 +73,11 @@ def choose_base_model(
 def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: PoodlePaths) -> DevelopmentReport:
     """Search (unless a base is configured), train, save a new surrogate version, start shadowing."""
     from poodle_vllm.train.args import TrainingArguments
-    from poodle_vllm.train.artifact import canonical_answers_from_labels, save_surrogate_version, template_hash
+    from poodle_vllm.train.artifact import (
+        canonical_answers_from_labels,
+        save_surrogate_version,
+        template_hash,
+    )
     from poodle_vllm.train.data import load_task_examples
     from poodle_vllm.train.trainer import SurrogateTrainer
 

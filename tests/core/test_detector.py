@@ -26,12 +26,14 @@ def sources():
 
 
 def _run(items, tok, *, block_size=32, config=None, detector=None):
-    det = detector or TaskDetector(config or DetectionConfig(), model="m", block_size=block_size, tokenizer_decode=tok.decode)
+    det = detector or TaskDetector(
+        config or DetectionConfig(), model="m", block_size=block_size, tokenizer_decode=tok.decode
+    )
     records = [to_record(it, i, block_size=block_size) for i, it in enumerate(items)]
     for rec in records:
         det.observe(rec)
     by_task: dict = defaultdict(Counter)
-    for it, rec in zip(items, records):
+    for it, rec in zip(items, records, strict=True):
         by_task[rec.task_id][it.template_id] += 1
     return det, records, by_task
 
@@ -44,7 +46,9 @@ def _assert_no_false_merges(by_task):
 
 def test_two_templates_behind_one_system_prompt_are_two_tasks(sources):
     tok = SimpleTokenizer()
-    items = templated_stream(tok.encode, 300, seed=0, mix={"imdb_sentiment": 0.5, "ag_news_topic": 0.5}, sources=sources)
+    items = templated_stream(
+        tok.encode, 300, seed=0, mix={"imdb_sentiment": 0.5, "ag_news_topic": 0.5}, sources=sources
+    )
     det, records, by_task = _run(items, tok)
     tasks = det.tasks()
     assert len(tasks) == 2
@@ -55,7 +59,7 @@ def test_two_templates_behind_one_system_prompt_are_two_tasks(sources):
         assert "Article:" in t.template.prefix_text or "Review:" in t.template.prefix_text
         assert t.state == TaskState.COLLECTING.value
     # the slot is the input, byte for byte
-    assigned = [(it, r) for it, r in zip(items, records) if r.task_id]
+    assigned = [(it, r) for it, r in zip(items, records, strict=True) if r.task_id]
     assert len(assigned) >= 0.9 * len(items)
     assert all(r.slot_text == it.slot_text for it, r in assigned)
     # every template is found within 20 of its requests
@@ -66,14 +70,19 @@ def test_two_templates_behind_one_system_prompt_are_two_tasks(sources):
 def test_same_template_under_two_cache_salts_is_two_tasks(sources):
     tok = SimpleTokenizer()
     items = templated_stream(
-        tok.encode, 200, seed=1, mix={"imdb_sentiment": 1.0}, cache_salts=("tenant-a", "tenant-b"), sources=sources
+        tok.encode,
+        200,
+        seed=1,
+        mix={"imdb_sentiment": 1.0},
+        cache_salts=("tenant-a", "tenant-b"),
+        sources=sources,
     )
     det, records, _ = _run(items, tok)
     tasks = det.tasks()
     assert sorted(t.tenant for t in tasks) == ["tenant-a|", "tenant-b|"]
     assert tasks[0].template.prefix_token_ids == tasks[1].template.prefix_token_ids
     assert tasks[0].task_id != tasks[1].task_id
-    for it, rec in zip(items, records):
+    for it, rec in zip(items, records, strict=True):
         if rec.task_id:
             assert det.get_task(rec.task_id).tenant == f"{it.cache_salt}|"
     ids = items[-1].prompt_token_ids
@@ -84,7 +93,12 @@ def test_same_template_under_two_cache_salts_is_two_tasks(sources):
 def test_template_shorter_than_a_block_and_instruction_after_slot(sources):
     tok = SimpleTokenizer()
     items = templated_stream(
-        tok.encode, 240, seed=2, mix={"sentiment_after": 0.6, "imdb_sentiment": 0.4}, system_prompt=None, sources=sources
+        tok.encode,
+        240,
+        seed=2,
+        mix={"sentiment_after": 0.6, "imdb_sentiment": 0.4},
+        system_prompt=None,
+        sources=sources,
     )
     det, records, by_task = _run(items, tok, block_size=32)
     _assert_no_false_merges(by_task)
@@ -94,19 +108,25 @@ def test_template_shorter_than_a_block_and_instruction_after_slot(sources):
     assert len(after.template.prefix_token_ids) < 32  # "<|im_start|>user\n" only: less than a block
     assert "Is the opinion in the text above positive or negative?" in after.template.suffix_text
     assert len(tasks["imdb_sentiment"].template.prefix_token_ids) < 32
-    rec = next(r for it, r in zip(items, records) if it.template_id == "sentiment_after" and r.task_id)
+    rec = next(
+        r for it, r in zip(items, records, strict=True) if it.template_id == "sentiment_after" and r.task_id
+    )
     assert rec.slot_text and not rec.slot_text.endswith("Answer with a single word.")
 
 
 def test_json_labels_free_text_refused_and_restart_keeps_ids(sources):
     tok = SimpleTokenizer()
-    items = templated_stream(tok.encode, 300, seed=3, mix={"ag_news_topic": 0.5, "chat": 0.5}, sources=sources)
+    items = templated_stream(
+        tok.encode, 300, seed=3, mix={"ag_news_topic": 0.5, "chat": 0.5}, sources=sources
+    )
     det, _, by_task = _run(items, tok)
     tasks = det.tasks()
     topic = next(t for t in tasks if "ag_news_topic" in by_task[t.task_id])
     assert topic.state == TaskState.COLLECTING.value
     assert {lb.label for lb in topic.labels} <= {"world", "sports", "business", "sci/tech"}
-    assert all(lb.canonical_text.startswith('{"topic": ') and lb.canonical_share == 1.0 for lb in topic.labels)
+    assert all(
+        lb.canonical_text.startswith('{"topic": ') and lb.canonical_share == 1.0 for lb in topic.labels
+    )
     chat = [t for t in tasks if None in by_task[t.task_id]]
     assert chat and all(t.state == TaskState.GENERATIVE.value and "free text" in t.reason for t in chat)
 
@@ -133,7 +153,9 @@ def test_task_ids_do_not_depend_on_block_size_or_hash_seed(sources, monkeypatch)
 
 
 def _record(prompt, output=(1, 2), text="positive", **kw):
-    return RequestRecord("x", 0.0, 0.0, list(prompt), list(output), kw.pop("finish_reason", "stop"), output_text=text, **kw)
+    return RequestRecord(
+        "x", 0.0, 0.0, list(prompt), list(output), kw.pop("finish_reason", "stop"), output_text=text, **kw
+    )
 
 
 def test_bad_inputs_are_counted_not_raised():
@@ -207,3 +229,15 @@ def test_match_is_fast_and_returns_the_slot(sources):
     per_call = (time.perf_counter() - start) / len(probe)
     assert hits >= 0.8 * sum(1 for it in probe if it.template_id)
     assert per_call < 1e-3  # microseconds in practice; generous for a loaded CI machine
+
+
+def test_core_detection_imports_neither_torch_nor_vllm():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, poodle_vllm.core.detector, poodle_vllm.testing.traffic, poodle_vllm.cli.analyze;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'vllm', 'transformers'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

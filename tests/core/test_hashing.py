@@ -63,7 +63,7 @@ def test_cache_salt_and_lora_equal_vllm(monkeypatch):
     assert block_hash_chain(ids, 32, cache_salt="tenant-a") == salted
     plain = block_hash_chain(ids, 32)
     # the salt is in the first block only, but the chain carries it into every later block
-    assert all(a != b for a, b in zip(salted, plain))
+    assert all(a != b for a, b in zip(salted, plain, strict=True))
     lora = LoRARequest(lora_name="sql", lora_int_id=1, lora_path="/adapters/sql")
     both = _vllm_chain(ids, 32, cache_salt="s", lora=lora)
     assert block_hash_chain(ids, 32, cache_salt="s", lora_name="sql", lora_path="/adapters/sql") == both

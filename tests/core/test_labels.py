@@ -36,7 +36,13 @@ def test_normalize_answer(answer, label):
 
 @pytest.mark.parametrize(
     "answer",
-    ["", "   ", None, '{"a": 1, "b": 2}', "I really enjoyed the acting, but the plot dragged on far too long for me."],
+    [
+        "",
+        "   ",
+        None,
+        '{"a": 1, "b": 2}',
+        "I really enjoyed the acting, but the plot dragged on far too long for me.",
+    ],
 )
 def test_unparseable_answers(answer):
     assert normalize_answer(answer) is None
@@ -54,7 +60,12 @@ def test_label_space_replaceable_with_canonical_answers():
     decision = space.decide(max_labels=8, min_coverage=0.9, min_answers=8)
     assert decision.replaceable is True and decision.reason is None
     pos, neg = space.label_infos(8)
-    assert (pos.label, pos.count, pos.canonical_token_ids, pos.canonical_text) == ("positive", 50, [1, 2], "Positive")
+    assert (pos.label, pos.count, pos.canonical_token_ids, pos.canonical_text) == (
+        "positive",
+        50,
+        [1, 2],
+        "Positive",
+    )
     assert pos.canonical_share == pytest.approx(0.9)
     assert neg.canonical_share == 1.0 and space.unparseable == 1
 
@@ -154,8 +165,19 @@ def test_slot_round_trip_with_the_real_tokenizer():
     det = TaskDetector(DetectionConfig(min_requests=4), model="m", block_size=8, tokenizer_decode=tok.decode)
     records = []
     for i, slot in enumerate(slots * 2):
-        text = render_chatml("You are a classifier.", f"Classify the sentiment of this review.\n\nReview: {slot}\n\nAnswer:")
-        rec = RequestRecord(f"r{i}", 0, 0, tok.encode(text), tok.encode("Positive"), "stop", prompt_text=text, output_text="Positive")
+        text = render_chatml(
+            "You are a classifier.", f"Classify the sentiment of this review.\n\nReview: {slot}\n\nAnswer:"
+        )
+        rec = RequestRecord(
+            f"r{i}",
+            0,
+            0,
+            tok.encode(text),
+            tok.encode("Positive"),
+            "stop",
+            prompt_text=text,
+            output_text="Positive",
+        )
         det.observe(rec)
         records.append((slot, rec))
     assigned = [(slot, rec) for slot, rec in records if rec.task_id]

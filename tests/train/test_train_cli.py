@@ -11,7 +11,7 @@ from poodle_vllm.train.artifact import list_versions, load_metadata, template_ha
 from poodle_vllm.train.toy import toy_sentiment_examples
 from poodle_vllm.types import LabelInfo, RequestRecord, TaskInfo, TaskTemplate
 
-TINY = ["--max-length", "32", "--epochs", "4", "--lr", "3e-3", "--threads", "1"]
+TINY = ["--max-length", "32", "--epochs", "8", "--batch-size", "8", "--lr", "3e-3", "--threads", "1"]
 
 
 @pytest.fixture()
@@ -83,3 +83,14 @@ def test_train_refuses_unknown_task_and_tiny_logs(state, tiny_base, capsys):
     assert main(["train", "task-sent", "--base", str(tiny_base), "--max-items", "5", *TINY]) == 1
     assert "at least" in capsys.readouterr().err
     assert main(["train"]) == 2
+
+
+def test_train_on_dataset_gold_labels(tiny_base, tmp_path, capsys):
+    out_dir = tmp_path / "rt-surrogate"
+    args = ["train", "--dataset", "rotten_tomatoes", "--n", "60", "--test-items", "40", "--output", str(out_dir)]
+    assert main([*args, "--base", str(tiny_base), "--json", *TINY]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["test_items"] == 40 and 0.0 <= out["test_accuracy"] <= 1.0
+    assert out["result"]["train_items"] + out["result"]["val_items"] == 60
+    meta = load_metadata(out_dir)
+    assert meta.extra["dataset"] == "rotten_tomatoes" and meta.label_names == ["negative", "positive"]

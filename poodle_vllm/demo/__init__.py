@@ -1,0 +1,1 @@
+"""The `poodle demo` runner and report."""
