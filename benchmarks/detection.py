@@ -195,7 +195,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument(
-        "--steady", type=int, default=40000, help="steady-state requests for the memory bound (0: skip)"
+        "--steady", type=int, default=100000, help="steady-state requests for the memory bound (0: skip)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer", default=None)
@@ -267,8 +267,11 @@ def main() -> int:
     )
     if steady:
         mem = ", ".join(f"{k}: {v / 2**20:.1f} MiB" for k, v in steady["memory_bytes_at"].items())
+        sat = "saturated" if result["memory_saturated"] else "NOT yet saturated"
         print(
-            f"memory after requests -> {mem} (bounded; ~{result['memory_bytes_per_million_requests'] / 2**20:.1f} MiB per million)"
+            f"memory after requests -> {mem}; prefix index {steady['prefix_index_nodes']}/"
+            f"{steady['prefix_index_max_nodes']} nodes ({sat}); "
+            f"~{result['memory_bytes_per_million_requests'] / 2**20:.1f} MiB for a million requests"
         )
     print("targets:", json.dumps(result["targets"]))
     print(f"wrote {out}")

@@ -4,7 +4,7 @@ Usage (from the repository root):
     python benchmarks/gpu_kernels.py [--quick] [--budget-s 420]
 
 For every kernel and a few realistic sizes it
-  1. checks the kernel output against ``poodle_vllm.ops.reference`` (stated tolerances),
+  1. checks the kernel output against ``poodle_vllm.ops.reference`` (tolerances in each row),
   2. times kernel and reference: CUDA-event median of many runs after warm-up,
 prints a table and writes benchmarks/results/gpu_kernels.json.
 
@@ -140,6 +140,33 @@ def case_knn_topk(m: int, n: int, d: int, k: int) -> dict[str, Any]:
     }
 
 
+def case_logme(m: int, n: int, d: int, c: int) -> dict[str, Any]:
+    from poodle_vllm.ops import reference
+    from poodle_vllm.ops.triton.logme import logme_evidence
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    labels = torch.randint(0, c, (n,), device="cuda", generator=g)
+    centers = torch.randn(c, d, device="cuda", generator=g)
+    x = centers[labels][None] * 0.3 + torch.randn(m, n, d, device="cuda", generator=g)
+    s, z_sq, resid = reference.logme_prepare(x, labels)  # shared eigh step (cuSOLVER)
+    got = logme_evidence(s, z_sq, resid, n, d)
+    want = reference.logme_evidence(s, z_sq, resid, n, d)
+    err = _max_err(got, want)
+    tol = 1e-8
+    return {
+        "op": "logme_evidence",
+        "shape": f"M={m} N={n} D={d} C={c} fp64 (iteration only)",
+        "max_err": err,
+        "tol": tol,
+        "ok": err <= tol,
+        "kernel_ms": cuda_median_ms(lambda: logme_evidence(s, z_sq, resid, n, d), warmup=3, runs=30),
+        "reference_ms": cuda_median_ms(
+            lambda: reference.logme_evidence(s, z_sq, resid, n, d), warmup=2, runs=10
+        ),
+        "prepare_eigh_ms": cuda_median_ms(lambda: reference.logme_prepare(x, labels), warmup=2, runs=10),
+    }
+
+
 def build_cases(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -147,6 +174,7 @@ def build_cases(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
         ("pool_classify fp16", lambda: case_pool_classify(64, 128, 384, 8, f16)),
         ("embedding_layernorm", lambda: case_embedding_layernorm(64, 128, 384, f32)),
         ("knn_topk", lambda: case_knn_topk(4, 2048, 384, 10)),
+        ("logme_evidence", lambda: case_logme(4, 2048, 384, 4)),
     ]
     if not quick:
         cases += [
@@ -155,6 +183,7 @@ def build_cases(quick: bool) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
             ("embedding_layernorm bf16", lambda: case_embedding_layernorm(256, 256, 768, bf16)),
             ("knn_topk large", lambda: case_knn_topk(8, 4096, 768, 10)),
             ("knn_topk k=32", lambda: case_knn_topk(16, 1024, 384, 32)),
+            ("logme_evidence many", lambda: case_logme(16, 4096, 768, 20)),
         ]
     return cases
 

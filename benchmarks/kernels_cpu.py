@@ -9,8 +9,10 @@ Measures (all on CPU, 2 torch threads):
      steps: embeddings (+LayerNorm), encoder layers, masked mean pool, head + softmax.
      Each step's share of the end-to-end surrogate time, plus the top aten ops.
   2. profile/search: model-search steps for a few candidates: feature extraction (encoder
-     forwards), kNN proxy (pairwise distances + top-k + vote), LogME and linear probe
-     (poodle_vllm.search.scorers when present).  Each step's share of search time.
+     forwards), kNN proxy (pairwise distances + top-k + vote) and batched LogME from
+     ops.reference, and kNN / LogME / linear probe from poodle_vllm.search.scorers when
+     present.  Each step's share of search time (the rows are alternatives, not a sum of
+     one search: compare ops.reference rows with their search.scorers counterparts).
   3. torch_reference_ops: median time of each ops.reference op at realistic sizes.
   4. native: vLLM block hashes, pure Python vs the C extension (list and flat inputs).
 
@@ -182,6 +184,7 @@ def profile_search(n: int, max_len: int, candidates: list[tuple[int, int, int]],
     ids, mask = _padded_batch(n, max_len, seed=2)
     labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(3))
     steps = ["feature_extraction", "knn_proxy(torch)"]
+    steps += ["logme(ops.reference, batched eigh)"]
     if scorers is not None:
         steps += ["knn_proxy(search.scorers/faiss)", "logme(search.scorers)", "linear_probe(search.scorers)"]
     feats: list[torch.Tensor] = []
@@ -201,16 +204,20 @@ def profile_search(n: int, max_len: int, candidates: list[tuple[int, int, int]],
                 from poodle_vllm.ops.dispatch import stack_padded_features
 
                 reference.knn_proxy_scores(stack_padded_features(feats), labels, k=k)
+            with record_function(steps[2]):
+                # Batched per width: LogME's (d - r) term needs each candidate's true D.
+                for width in sorted({f.shape[1] for f in feats}):
+                    reference.logme_scores(torch.stack([f for f in feats if f.shape[1] == width]), labels)
         if scorers is not None:
             np_feats = [f.numpy() for f in feats]
             y = labels.numpy()
-            with record_function(steps[2]):
-                for f in np_feats:
-                    scorers.knn_accuracy(f, y, k=k)
             with record_function(steps[3]):
                 for f in np_feats:
-                    scorers.logme(f, y)
+                    scorers.knn_accuracy(f, y, k=k)
             with record_function(steps[4]):
+                for f in np_feats:
+                    scorers.logme(f, y)
+            with record_function(steps[5]):
                 for f in np_feats:
                     scorers.linear_probe_accuracy(f, y)
     return {
@@ -252,6 +259,21 @@ def time_reference_ops(quick: bool) -> dict[str, dict[str, Any]]:
         "shape": f"M={m} N={n} D={d} k={k}",
         "ms": median_ms(lambda: reference.knn_topk(feats, k, "cosine"), 5),
     }
+    m, n, d, c = (3, 512, 384, 4) if quick else (3, 1024, 384, 4)
+    labels = torch.randint(0, c, (n,), generator=g)
+    feats = torch.randn(m, n, d, generator=g)
+    out["logme_scores"] = {
+        "shape": f"M={m} N={n} D={d} C={c}",
+        "ms": median_ms(lambda: reference.logme_scores(feats, labels), 3),
+    }
+    try:
+        from poodle_vllm.search import scorers
+
+        out["logme_scores"]["search_scorers_numpy_ms"] = median_ms(
+            lambda: [scorers.logme(f.numpy(), labels.numpy()) for f in feats], 3
+        )
+    except ImportError:
+        pass
     return out
 
 
@@ -372,8 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     result["torch_reference_ops"] = ops
     _print_table(
         "Torch reference ops (CPU, median)",
-        [(k, v["shape"], f"{v['ms']:.3f}") for k, v in ops.items()],
-        ("op", "shape", "ms"),
+        [
+            (
+                k,
+                v["shape"],
+                f"{v['ms']:.3f}",
+                f"{v['search_scorers_numpy_ms']:.3f}" if "search_scorers_numpy_ms" in v else "-",
+            )
+            for k, v in ops.items()
+        ],
+        ("op", "shape", "ms", "search.scorers numpy ms"),
     )
     nat = time_native(300 if args.quick else 2000, 16)
     result["native_block_hash"] = nat

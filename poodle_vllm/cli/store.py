@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     add.set_defaults(func=cmd_add)
 
     zoo = sub.add_parser("build-zoo", help="derive task-tuned, truncated and control models")
-    zoo.add_argument("--quick", action="store_true", help="500 items per fine-tune instead of 1,500")
+    zoo.add_argument("--quick", action="store_true", help="two 400-item fine-tunes instead of four of 1,500")
     zoo.add_argument("--seed", type=int, default=0)
     zoo.set_defaults(func=cmd_build_zoo)
 

@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--output", help="--dataset: output folder (default: surrogates/dataset-<name>/v<N>)")
     p.add_argument(

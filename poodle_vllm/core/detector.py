@@ -51,7 +51,13 @@ from poodle_vllm.types import RequestRecord, TaskInfo, TaskState, TaskTemplate
 logger = logging.getLogger(__name__)
 
 # States this module decides; later lifecycle states belong to the worker and are left alone.
-_DETECTION_STATES = {TaskState.OBSERVING.value, TaskState.COLLECTING.value, TaskState.GENERATIVE.value}
+_OBSERVING, _COLLECTING, _GENERATIVE = (
+    TaskState.OBSERVING.value,
+    TaskState.COLLECTING.value,
+    TaskState.GENERATIVE.value,
+)
+_DETECTION_STATES = {_OBSERVING, _COLLECTING, _GENERATIVE}
+_BROAD_STATES = (_OBSERVING, _GENERATIVE)  # tasks that may hide a template still forming
 
 
 @dataclass
@@ -217,7 +223,7 @@ class TaskDetector:
                     # take prompts whose own key is no more specific: it would swallow a forming
                     # template. A label task's template matching is enough (and after a restart
                     # the template trees are empty, so keys are not yet meaningful).
-                    broad = info.state in (TaskState.OBSERVING.value, TaskState.GENERATIVE.value)
+                    broad = info.state in _BROAD_STATES
                     if not broad or (
                         len(tpl.prefix_token_ids) >= induction.key[0]
                         and len(tpl.suffix_token_ids) >= induction.key[1]
@@ -244,7 +250,7 @@ class TaskDetector:
         # NOTE: deciding the label space sorts the labels; do it when something can have changed
         # (new task or label, still observing) and otherwise every 16 requests.
         seen = task.info.requests_seen
-        due = created or new_label or task.info.state == TaskState.OBSERVING.value or seen % 16 == 0
+        due = created or new_label or task.info.state == _OBSERVING or seen % 16 == 0
         if due and (self._refresh_state(task) or created):
             result.changed_tasks.append(task_id)
         return result
@@ -262,7 +268,7 @@ class TaskDetector:
         if hit is None:
             return None
         info = self._tasks[hit[0]].info
-        if info.state in (TaskState.OBSERVING.value, TaskState.GENERATIVE.value):
+        if info.state in _BROAD_STATES:
             return None
         if info.requests_seen < 2 * self.params.min_requests:
             return None
@@ -281,7 +287,8 @@ class TaskDetector:
         out = tuple(record.output_token_ids or ())
         return _Answer(label, out, text, ineligible)
 
-    def _count_answer(self, task: _Task, answer: _Answer, slot_key: int) -> None:
+    def _count_answer(self, task: _Task, answer: _Answer, slot_key: int | None) -> None:
+        """Count one answer; ``slot_key`` (None: unknown) pairs answers to the same input."""
         info = task.info
         info.requests_seen += 1
         info.updated_at = self.clock()
@@ -295,7 +302,8 @@ class TaskDetector:
             info.eligible_seen += 1
             assert answer.label is not None
             task.labels.add(answer.label, list(answer.output_token_ids), answer.output_text)
-            task.agreement.add(slot_key, answer.label)
+            if slot_key is not None:
+                task.agreement.add(slot_key, answer.label)
 
     def _refresh_state(self, task: _Task) -> bool:
         """Re-decide observing / collecting / generative; True when state or labels changed."""
@@ -322,9 +330,15 @@ class TaskDetector:
         if self.decode is not None:
             template.prefix_text = self.decode(list(prefix)) if prefix else ""
             template.suffix_text = self.decode(list(suffix)) if suffix else ""
-            lead, trail = constant_slot_whitespace(
-                [self.decode(template.slot_token_ids(list(toks))) for toks, _ in inducer.members(key)[:32]]
-            )
+            lp, ls = len(prefix), len(suffix)
+            edges = [
+                (
+                    self.decode(list(head[lp : lp + 4])),
+                    self.decode(list(tail[max(0, len(tail) - ls - 4) : len(tail) - ls])),
+                )
+                for head, tail, _ in inducer.members(key)[:32]
+            ]
+            lead, trail = constant_slot_whitespace(edges)
             # NOTE: BPE glues the space after "Review:" to the input's first word, so the token
             # boundary puts it in the slot; whitespace every slot has belongs to the template text.
             template.prefix_text += lead
@@ -385,10 +399,9 @@ class TaskDetector:
             self._add_variant(task, key, template)
             logger.info("poodle: task %s gets a template variant", task.info.task_id)
         # Seed the label space with the answers of the prompts that made the template recur.
-        for toks, answers in inducer.members(key):
-            slot_key = hash(tuple(template.slot_token_ids(list(toks))))
+        for _, _, answers in inducer.members(key):
             for answer in answers:
-                self._count_answer(task, answer, slot_key)
+                self._count_answer(task, answer, None)
         self._refresh_state(task)
         if created:
             logger.info(

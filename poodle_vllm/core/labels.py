@@ -120,7 +120,9 @@ class LabelSpace:
             self.unparseable += 1
             return
         self.counts[label] += 1
-        seqs = self.answers.setdefault(label, Counter())
+        seqs = self.answers.get(label)
+        if seqs is None:
+            seqs = self.answers[label] = Counter()
         key = tuple(output_token_ids)
         if key in seqs or len(seqs) < self.max_answers_per_label:
             seqs[key] += 1

@@ -65,8 +65,9 @@ class InductionParams:
     """Run two or more prompts must share beyond an anchor to mark a forming template."""
     window: int = 4096
     """Distinct prompts kept per tenant (sliding window)."""
-    max_side_tokens: int = 1024
-    """Only this many tokens of each end enter the trees (bounds memory per prompt)."""
+    max_leaf_tokens: int = 256
+    """A prompt's unique tail past its divergence point is kept to this many tokens on either
+    side (bounds memory for huge prompts; templates are found where prompts diverge)."""
 
 
 @dataclass
@@ -137,7 +138,12 @@ def find_anchor(trie: TokenTrie, tokens: Sequence[int], max_depth: int, p: Induc
 
 @dataclass
 class _Prompt:
-    tokens: array
+    head: array
+    """The prompt's first tokens, as far as the prefix tree holds them."""
+    tail: array
+    """The prompt's last tokens, as far as the suffix tree holds them."""
+    length: int
+    digest: bytes
     refs: int = 0
     key: TemplateKey | None = None
     payload: list[Any] = field(default_factory=list)
@@ -176,11 +182,11 @@ class TemplateInducer:
             pid = self._next_pid
             self._next_pid += 1
             self._pid_by_prompt[digest] = pid
-            prompt = _Prompt(tokens)
+            n = len(tokens)
+            n_head = self.prefix_trie.insert(pid, tokens, self.p.max_leaf_tokens)
+            n_tail = self.suffix_trie.insert(pid, tokens[::-1], self.p.max_leaf_tokens)
+            prompt = _Prompt(tokens[:n_head], tokens[n - n_tail :], n, digest)
             self._prompts[pid] = prompt
-            side = self.p.max_side_tokens
-            self.prefix_trie.insert(pid, tokens[:side])
-            self.suffix_trie.insert(pid, tokens[::-1][:side])
         prompt = self._prompts[pid]
         prompt.refs += 1
         if payload is not None:
@@ -188,7 +194,7 @@ class TemplateInducer:
         self._window.append(pid)
         while len(self._window) > self.p.window:
             self._release(self._window.popleft())
-        key, pending = self._key_of(prompt.tokens)
+        key, pending = self._key_of(prompt)
         self._set_key(pid, prompt, None if pending else key)
         return Induction(key, len(self._key_members.get(key, ())), pending, pid)
 
@@ -202,12 +208,11 @@ class TemplateInducer:
         if key is not None:
             self._key_members.setdefault(key, set()).add(pid)
 
-    def _key_of(self, tokens: array) -> tuple[TemplateKey, bool]:
-        n = len(tokens)
-        side = self.p.max_side_tokens
-        pre = find_anchor(self.prefix_trie, tokens[:side], n, self.p)
-        suf = find_anchor(self.suffix_trie, tokens[::-1][:side], n - pre.depth, self.p)
-        key = template_key(tokens[: pre.depth], tokens[n - suf.depth :] if suf.depth else array("i"))
+    def _key_of(self, prompt: _Prompt) -> tuple[TemplateKey, bool]:
+        head, tail, n = prompt.head, prompt.tail, prompt.length
+        pre = find_anchor(self.prefix_trie, head, n, self.p)
+        suf = find_anchor(self.suffix_trie, tail[::-1], n - pre.depth, self.p)
+        key = template_key(head[: pre.depth], tail[len(tail) - suf.depth :] if suf.depth else array("i"))
         return key, pre.pending or suf.pending
 
     def settle(self, key: TemplateKey) -> int:
@@ -219,7 +224,7 @@ class TemplateInducer:
         """
         for pid in list(self._key_members.get(key, ())):
             prompt = self._prompts[pid]
-            new_key, pending = self._key_of(prompt.tokens)
+            new_key, pending = self._key_of(prompt)
             self._set_key(pid, prompt, None if pending else new_key)
         return len(self._key_members.get(key, ()))
 
@@ -237,23 +242,30 @@ class TemplateInducer:
             prompt.payload.pop(0)
         if prompt.refs > 0:
             return
-        side = self.p.max_side_tokens
-        self.prefix_trie.remove(pid, prompt.tokens[:side])
-        self.suffix_trie.remove(pid, prompt.tokens[::-1][:side])
+        self.prefix_trie.remove(pid, prompt.head)
+        self.suffix_trie.remove(pid, prompt.tail[::-1])
         if prompt.key is not None:
             self._discard_member(prompt.key, pid)
         del self._prompts[pid]
-        self._pid_by_prompt.pop(hashlib.blake2b(prompt.tokens.tobytes(), digest_size=16).digest(), None)
+        self._pid_by_prompt.pop(prompt.digest, None)
 
-    def members(self, key: TemplateKey) -> list[tuple[array, list[Any]]]:
-        """Prompts in the window with ``key`` and the payloads observed with them."""
-        return [(self._prompts[pid].tokens, self._prompts[pid].payload) for pid in self._key_members.get(key, ())]
+    def members(self, key: TemplateKey) -> list[tuple[array, array, list[Any]]]:
+        """(head tokens, tail tokens, payloads observed) of the window's prompts with ``key``.
+
+        Head and tail reach past the template on either side, so the slot's first and last
+        tokens are there even when the middle of a huge prompt is not kept."""
+        return [
+            (p.head, p.tail, p.payload)
+            for p in (self._prompts[pid] for pid in self._key_members.get(key, ()))
+        ]
 
     def __len__(self) -> int:
         return len(self._prompts)
 
     def memory_bytes(self) -> int:
-        prompts = sum(120 + 4 * len(p.tokens) + 64 * len(p.payload) for p in self._prompts.values())
+        prompts = sum(
+            160 + 4 * (len(p.head) + len(p.tail)) + 64 * len(p.payload) for p in self._prompts.values()
+        )
         return (
             self.prefix_trie.memory_bytes()
             + self.suffix_trie.memory_bytes()
@@ -385,15 +397,16 @@ def task_name(template: TaskTemplate, task_id: str, width: int = 60) -> str:
     return f"task-{task_id[1:9]}" if name == "{slot}" else name
 
 
-def constant_slot_whitespace(slots: list[str]) -> tuple[str, str]:
-    """Leading and trailing whitespace that every slot text has (moved into the template)."""
-    if not slots:
+def constant_slot_whitespace(edges: list[tuple[str, str]]) -> tuple[str, str]:
+    """Leading and trailing whitespace that every slot has, from (slot start, slot end) texts."""
+    if not edges:
         return "", ""
-    lead = min((s[: len(s) - len(s.lstrip())] for s in slots), key=len)
-    trail = min((s[len(s.rstrip()) :] for s in slots), key=len)
-    if not all(s.startswith(lead) for s in slots):
+    starts, ends = [a for a, _ in edges], [b for _, b in edges]
+    lead = min((s[: len(s) - len(s.lstrip())] for s in starts), key=len)
+    trail = min((s[len(s.rstrip()) :] for s in ends), key=len)
+    if not all(s.startswith(lead) for s in starts):
         lead = ""
-    if not all(s.endswith(trail) for s in slots):
+    if not all(s.endswith(trail) for s in ends):
         trail = ""
     return lead, trail
 

@@ -134,6 +134,15 @@ def knn_proxy_scores(
     return reference.knn_proxy_scores(features, labels, k, metric)
 
 
+def logme_scores(
+    features: torch.Tensor, labels: torch.Tensor, max_iter: int = 100, tol: float = 1e-5
+) -> torch.Tensor:
+    """LogME ``[M]`` (fp64) of M candidates of the same width; see ``reference.logme_scores``."""
+    if resolve_backend(features.device) == "triton":
+        return _triton_module("logme").logme_scores(features, labels, max_iter, tol)
+    return reference.logme_scores(features, labels, max_iter, tol)
+
+
 def stack_padded_features(features: list[torch.Tensor]) -> torch.Tensor:
     """Stack M ``[N, D_i]`` feature matrices into ``[M, N, max D]``, zero-padding D.
 

@@ -30,7 +30,7 @@ from typing import Any
 from poodle_vllm.config import PoodleConfig
 from poodle_vllm.paths import PoodlePaths
 from poodle_vllm.surrogate.tasks import LiveTask, LiveTaskSet
-from poodle_vllm.types import RequestRecord, SamplingInfo, TaskState
+from poodle_vllm.types import RequestRecord, SamplingInfo, ServedBy, TaskState
 
 logger = logging.getLogger("poodle.router")
 
@@ -285,7 +285,20 @@ class TaskRouter:
                 self.counters["observe_errors"] += 1
 
     def observe(self, record: RequestRecord, decision: RouteDecision) -> None:
-        """Decode, detect, update shadow/audit statistics and log one finished request."""
+        """Decode, detect, update shadow/audit statistics and log one finished request.
+
+        The record is logged even when a step before fails: losing no data matters more than
+        a complete row.
+        """
+        try:
+            self._annotate(record, decision)
+        except Exception:
+            logger.exception("poodle: annotating request %s failed; logging it as is", record.request_id)
+            self.counters["observe_errors"] += 1
+        if self.log is not None and not self.log.submit(record):
+            self.counters["log_dropped"] += 1
+
+    def _annotate(self, record: RequestRecord, decision: RouteDecision) -> None:
         if record.output_text is None:
             record.output_text = self.decode_output(record.output_token_ids)
         record.route_reason = decision.reason
@@ -315,8 +328,6 @@ class TaskRouter:
             if record.served_by == ServedBy.SURROGATE.value:
                 self.counters[f"task:{record.task_id}:saved_prompt_tokens"] += record.num_prompt_tokens
                 self.counters[f"task:{record.task_id}:saved_output_tokens"] += record.num_output_tokens
-        if self.log is not None and not self.log.submit(record):
-            self.counters["log_dropped"] += 1
 
     # -- registry sync (background) -------------------------------------------------------------
 

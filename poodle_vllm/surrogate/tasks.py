@@ -146,12 +146,10 @@ class LiveTaskSet:
 
     def store_detected(self, registry: Any, task: TaskInfo) -> None:
         """Persist a detected task and advance observing -> collecting -> ready."""
-        stored = registry.get_task(task.task_id)
-        if stored is not None:
-            task.extra = {**stored.extra, **task.extra}
-        registry.upsert_task(task)
-        if stored is None:
-            return
+        before = registry.get_task(task.task_id)
+        if before is not None:
+            task.extra = {**before.extra, **task.extra}
+        stored = registry.upsert_task(task)  # a new task is stored in the detector's state
         state = stored.state
         if state == TaskState.GENERATIVE.value and task.state == TaskState.COLLECTING.value:
             # The window's answers now form a small label space: observe again, then collect.

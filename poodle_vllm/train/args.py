@@ -45,8 +45,10 @@ class TrainingArguments:
     """Refuse to train on fewer items than this (a surrogate from a handful of answers is noise)."""
     min_per_label: int = 2
     """Every label needs at least this many items; a one-class set is always refused."""
-    num_threads: int | None = 2
-    """torch intra-op threads while training; None leaves torch's default."""
+    num_threads: int | None = 1
+    """torch intra-op threads while training (restored afterwards); None leaves torch's default.
+    1 by default: on a 2-core host shared with vLLM, 2 threads made a tiny model's training ~80x
+    slower (OpenMP workers spin-waiting for a busy core); raise it on an idle many-core host."""
     soft_labels: bool = False
     """Train on per-item label distributions (e.g. the LLM's label probabilities) when the caller
     passes them; hard labels are used otherwise."""

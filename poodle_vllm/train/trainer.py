@@ -197,13 +197,21 @@ class SurrogateTrainer:
             self.tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
             # Seeded just before construction so the new classifier head is reproducible.
             torch.manual_seed(args.seed)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                base_model_dir,
-                num_labels=len(names),
-                id2label=dict(enumerate(names)),
-                label2id=label_index,
-                ignore_mismatched_sizes=True,
-            )
+            from transformers.utils import logging as hf_logging
+
+            # The "classifier weights newly initialised" load report is expected here, not news.
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    base_model_dir,
+                    num_labels=len(names),
+                    id2label=dict(enumerate(names)),
+                    label2id=label_index,
+                    ignore_mismatched_sizes=True,
+                )
+            finally:
+                hf_logging.set_verbosity(verbosity)
             if self.model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
                 self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
@@ -448,9 +456,17 @@ class SurrogateTrainer:
 
     def write_model(self, folder: Path) -> None:
         """Save weights (safetensors) and tokenizer into ``folder`` (used by the artifact writers)."""
+        from transformers.utils import logging as hf_logging
+
         self._require_model()
-        self.model.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            self.tokenizer.save_pretrained(folder)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
 
     def save(
         self, output_dir: str | Path, metadata: SurrogateMetadata | dict[str, Any] | None = None

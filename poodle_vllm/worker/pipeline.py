@@ -55,7 +55,7 @@ def choose_base_model(
         if candidate.exists():
             return candidate.name, candidate, None
         if dev.base_model in catalog.ids():
-            return dev.base_model, Path(catalog.get(dev.base_model).path), None
+            return dev.base_model, Path(str(catalog.get(dev.base_model).path)), None
         from poodle_vllm.models import prepared_model_path
 
         return dev.base_model, prepared_model_path(dev.base_model), None
@@ -67,7 +67,7 @@ def choose_base_model(
     result = search_models(texts[:n], labels[:n], catalog, cfg, task_name=task.name, task_id=task.task_id)
     if result.best is None:
         raise RuntimeError(f"model search found no usable candidate (excluded: {result.excluded})")
-    return result.best, Path(catalog.get(result.best).path), result.to_dict()
+    return result.best, Path(str(catalog.get(result.best).path)), result.to_dict()
 
 
 def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: PoodlePaths) -> DevelopmentReport:

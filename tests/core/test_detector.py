@@ -241,3 +241,21 @@ def test_core_detection_imports_neither_torch_nor_vllm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_long_prompts_keep_exact_templates_with_bounded_memory():
+    rng = random.Random(3)
+    system = [rng.randrange(1000, 2000) for _ in range(1500)]  # a long shared system prompt
+    instruction, question = list(range(10, 30)), list(range(40, 52))
+    det = TaskDetector(DetectionConfig(), model="m", block_size=32)
+    for i in range(24):
+        slot = [rng.randrange(5000, 50_000) for _ in range(3000)]
+        rec = _record(system + instruction + slot + question, [7], "yes" if i % 2 else "no")
+        det.observe(rec)
+    (task,) = det.tasks()
+    assert task.template.prefix_token_ids == system + instruction
+    assert task.template.suffix_token_ids == question
+    assert task.extra["shared_prefix_blocks"] == len(system + instruction) // 32
+    inducer = next(iter(det._inducers.values()))
+    # per prompt: the shared head plus at most max_leaf_tokens of its own tokens on each side
+    assert inducer.memory_bytes() < 24 * 4 * (1600 + 3 * 256) + 2_000_000

@@ -23,7 +23,7 @@ HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
-_OPS = ("pool_classify", "embedding_layernorm", "knn_topk")
+_OPS = ("pool_classify", "embedding_layernorm", "knn_topk", "logme")
 
 if not HAS_CUDA and "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -43,7 +43,7 @@ _PREIMPORTED = "triton" in sys.modules
 
 @pytest.fixture(scope="session")
 def triton_ops() -> types.SimpleNamespace:
-    """The Triton wrapper modules (``.pool_classify``, ``.embedding_layernorm``, ``.knn_topk``)."""
+    """The Triton wrapper modules (``.pool_classify``, ``.embedding_layernorm``, ``.knn_topk``, ``.logme``)."""
     if not HAS_TRITON:
         pytest.skip("triton is not installed")
     if not HAS_CUDA and _PREIMPORTED:

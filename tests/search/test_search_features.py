@@ -96,3 +96,24 @@ def test_search_rejects_bad_input(store):
         search_models(TEXTS, ["x"] * len(TEXTS), store)
     with pytest.raises(ValueError, match="passes the constraints"):
         search_models(TEXTS, LABELS, store, SearchConfig(max_parameters=1))
+
+
+def test_cluster_pruning_on_virtual_variants(store, tmp_path):
+    from poodle_vllm.store.importer import update_fingerprints
+    from poodle_vllm.store.zoo import build_variant_store
+
+    vcat = build_variant_store(store, tmp_path / "v", roots=["tiny", "rand"])
+    ext = FeatureExtractor(vcat, cache_dir=tmp_path / "c")
+    update_fingerprints(vcat, ext)
+    cfg = SearchConfig(max_latency_ms=None, round_sizes=[40, 120], cluster_prune=True, n_clusters=3,
+                       cluster_keep=0.34, save_result=False, warm_start=False)  # fmt: skip
+    result = search_models(TEXTS, LABELS, vcat, cfg, extractor=ext)
+    assert result.pruned_by_cluster and result.clusters is not None
+    scored = {c.model_id for c in result.ranking}
+    assert scored.isdisjoint(result.pruned_by_cluster)
+    assert scored | set(result.pruned_by_cluster) == set(vcat.ids())
+    # every variant's features came from the two real models' passes
+    assert {m for m, t in ext.timings.items() if t.texts_computed} <= {"tiny", "rand"} | {
+        m for m in vcat.ids() if vcat.lineage_root(m)[0].id in ("tiny", "rand")
+    }
+    assert ext.total_timing().texts_computed <= 2 * (len(TEXTS) + 36)

@@ -39,7 +39,7 @@ class PoodleScheduler(Scheduler):
         self._decisions: dict[str, Any] = {}  # LLM-answered requests with a shadow/audit prediction
         self._served_by: dict[str, str] = {}
         self._last_step_empty = False
-        cfg = config_from_additional(self.vllm_config.additional_config)
+        cfg = config_from_additional(dict(self.vllm_config.additional_config or {}))  # type: ignore[arg-type]
         if cfg is None or not cfg.enabled:
             logger.info("poodle: scheduler loaded but Poodle is not enabled in --additional-config")
             return
@@ -188,8 +188,9 @@ class PoodleScheduler(Scheduler):
         return result
 
     def shutdown(self) -> None:
-        if getattr(self, "_worker_proc", None) is not None:
-            self._worker_proc.terminate()
+        worker = getattr(self, "_worker_proc", None)
+        if worker is not None:
+            worker.terminate()
         if self._router is not None:
             try:
                 self._router.close()
