@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=None, help="default 64 (128 for imdb)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1.5e-4, help="peak learning rate (short runs want it high)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core host)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core host)"
+    )
     p.add_argument("--test-items", type=int, default=2000, help="test items scored (capped by the split)")
     p.add_argument("--llm-labels", type=Path, default=None, help="Arrow file from scripts/label_with_llm.py")
     p.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -239,6 +240,8 @@ def main() -> int:
             "min_requests": args.min_requests,
             "seed": args.seed,
             "tokenize_s": tokenize_s,
+            "load_average_1m": os.getloadavg()[0],
+            "cpu_count": os.cpu_count(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
@@ -274,6 +277,9 @@ def main() -> int:
             f"~{result['memory_bytes_per_million_requests'] / 2**20:.1f} MiB for a million requests"
         )
     print("targets:", json.dumps(result["targets"]))
+    print(
+        f"machine load average {result['load_average_1m']:.1f} on {result['cpu_count']} CPUs (CPU times are inflated when loaded)"
+    )
     print(f"wrote {out}")
     return 0
 

@@ -44,17 +44,27 @@ from poodle_vllm.ops import reference  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "kernels_cpu.json"
 
 
-def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1, min_time_s: float = 0.0) -> float:
-    """Median wall time of ``fn`` in ms after ``warmup`` calls (the shared timer of this script)."""
+def timings_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn`` in ms after ``warmup`` calls (this script's timer)."""
     for _ in range(warmup):
         fn()
     times = []
-    t_end = time.perf_counter() + min_time_s
-    while len(times) < repeats or time.perf_counter() < t_end:
+    for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> float:
+    """Median of ``timings_ms``."""
+    return statistics.median(timings_ms(fn, repeats, warmup))
+
+
+def op_timing(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Median and minimum ms (the minimum is the steadier number on a loaded shared host)."""
+    t = timings_ms(fn, repeats)
+    return {"ms": statistics.median(t), "min_ms": min(t)}
 
 
 # --------------------------------------------------------------------------- profile
@@ -244,34 +254,34 @@ def time_reference_ops(quick: bool) -> dict[str, dict[str, Any]]:
     w, bias = torch.randn(c, h, generator=g), torch.randn(c, generator=g)
     out["pool_classify"] = {
         "shape": f"B={b} L={seq} H={h} C={c}",
-        "ms": median_ms(lambda: reference.pool_classify(hidden, mask, w, bias, 1.5), 20),
+        **op_timing(lambda: reference.pool_classify(hidden, mask, w, bias, 1.5), 20),
     }
     word, pos, typ = torch.randn(30522, h, generator=g), torch.randn(512, h), torch.randn(2, h)
     gamma, beta = torch.ones(h), torch.zeros(h)
     ids = torch.randint(0, 30522, (b, seq), generator=g)
     out["embedding_layernorm"] = {
         "shape": f"B={b} L={seq} H={h} V=30522",
-        "ms": median_ms(lambda: reference.embedding_layernorm(ids, word, pos, typ, gamma, beta), 20),
+        **op_timing(lambda: reference.embedding_layernorm(ids, word, pos, typ, gamma, beta), 20),
     }
     m, n, d, k = (3, 1024, 384, 10) if quick else (4, 2048, 384, 10)
     feats = torch.randn(m, n, d, generator=g)
     out["knn_topk"] = {
         "shape": f"M={m} N={n} D={d} k={k}",
-        "ms": median_ms(lambda: reference.knn_topk(feats, k, "cosine"), 5),
+        **op_timing(lambda: reference.knn_topk(feats, k, "cosine"), 5),
     }
     m, n, d, c = (3, 512, 384, 4) if quick else (3, 1024, 384, 4)
     labels = torch.randint(0, c, (n,), generator=g)
     feats = torch.randn(m, n, d, generator=g)
     out["logme_scores"] = {
         "shape": f"M={m} N={n} D={d} C={c}",
-        "ms": median_ms(lambda: reference.logme_scores(feats, labels), 3),
+        **op_timing(lambda: reference.logme_scores(feats, labels), 3),
     }
     try:
         from poodle_vllm.search import scorers
 
-        out["logme_scores"]["search_scorers_numpy_ms"] = median_ms(
-            lambda: [scorers.logme(f.numpy(), labels.numpy()) for f in feats], 3
-        )
+        numpy_t = op_timing(lambda: [scorers.logme(f.numpy(), labels.numpy()) for f in feats], 3)
+        out["logme_scores"]["search_scorers_numpy_ms"] = numpy_t["ms"]
+        out["logme_scores"]["search_scorers_numpy_min_ms"] = numpy_t["min_ms"]
     except ImportError:
         pass
     return out
@@ -280,7 +290,7 @@ def time_reference_ops(quick: bool) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- native
 
 
-def time_native(num_requests: int, block_size: int) -> dict[str, Any]:
+def time_native(num_requests: int, block_size: int, rounds: int = 7) -> dict[str, Any]:
     import numpy as np
 
     rng = random.Random(0)
@@ -303,15 +313,10 @@ def time_native(num_requests: int, block_size: int) -> dict[str, Any]:
         "tokens": int(offsets[-1]),
         "block_size": block_size,
     }
-    py_ms = median_ms(py, repeats=3)
-    res["python_ms"] = py_ms
-    res["python_us_per_block"] = py_ms * 1e3 / blocks
+    fns: dict[str, Callable[[], None]] = {"python": py}
     if native.HAS_NATIVE:
-        assert native.block_hashes_flat(flat, offsets, block_size, use_native=True) == b"".join(
-            h for r in reqs[:50] for h in native.block_hashes_py(r, block_size, parent)
-        ) + native.block_hashes_flat(
-            flat[offsets[50] :], offsets[50:] - offsets[50], block_size, use_native=True
-        )
+        want = b"".join(h for r in reqs for h in native.block_hashes_py(r, block_size, parent))
+        assert native.block_hashes_flat(flat, offsets, block_size, use_native=True) == want
 
         def nat_list() -> None:
             for r in reqs:
@@ -320,11 +325,22 @@ def time_native(num_requests: int, block_size: int) -> dict[str, Any]:
         def nat_flat() -> None:
             native.block_hashes_flat(flat, offsets, block_size, parent, use_native=True)
 
-        for name, fn in (("native_list", nat_list), ("native_flat_numpy", nat_flat)):
-            ms = median_ms(fn, repeats=5)
-            res[f"{name}_ms"] = ms
-            res[f"{name}_us_per_block"] = ms * 1e3 / blocks
-            res[f"{name}_speedup"] = py_ms / ms
+        fns["native_list"] = nat_list
+        fns["native_flat_numpy"] = nat_flat
+    # NOTE: paths interleaved round by round so load spikes on the shared host hit all alike.
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name] += timings_ms(fn, repeats=1, warmup=0)
+    for name, t in times.items():
+        res[name] = {
+            "ms": statistics.median(t),
+            "min_ms": min(t),
+            "us_per_block": statistics.median(t) * 1e3 / blocks,
+            "min_us_per_block": min(t) * 1e3 / blocks,
+            "speedup_median": statistics.median(times["python"]) / statistics.median(t),
+            "speedup_min": min(times["python"]) / min(t),
+        }
     return res
 
 
@@ -403,25 +419,27 @@ def main(argv: list[str] | None = None) -> int:
             )
             for k, v in ops.items()
         ],
-        ("op", "shape", "ms", "search.scorers numpy ms"),
+        ("op", "shape", "median ms", "min ms", "search.scorers numpy ms"),
     )
-    nat = time_native(300 if args.quick else 2000, 16)
+    nat = time_native(300 if args.quick else 1000, 16)
     result["native_block_hash"] = nat
-    rows = [("python", f"{nat['python_ms']:.1f}", f"{nat['python_us_per_block']:.2f}", "1.0x")]
-    for name in ("native_list", "native_flat_numpy"):
-        if f"{name}_ms" in nat:
-            rows.append(
-                (
-                    name,
-                    f"{nat[f'{name}_ms']:.1f}",
-                    f"{nat[f'{name}_us_per_block']:.2f}",
-                    f"{nat[f'{name}_speedup']:.1f}x",
-                )
-            )
+    rows = [
+        (
+            name,
+            f"{nat[name]['ms']:.1f}",
+            f"{nat[name]['min_ms']:.1f}",
+            f"{nat[name]['min_us_per_block']:.2f}",
+            f"{nat[name]['speedup_median']:.1f}x",
+            f"{nat[name]['speedup_min']:.1f}x",
+        )
+        for name in ("python", "native_list", "native_flat_numpy")
+        if name in nat
+    ]
     _print_table(
-        f"vLLM block hashes: {nat['requests']} requests, {nat['blocks']} blocks (HAS_NATIVE={nat['has_native']})",
+        f"vLLM block hashes: {nat['requests']} requests, {nat['blocks']} blocks "
+        f"(HAS_NATIVE={nat['has_native']}, sha256={nat['sha256_backend']})",
         rows,
-        ("path", "ms", "us/block", "speedup"),
+        ("path", "median ms", "min ms", "min us/block", "speedup (median)", "speedup (min)"),
     )
     result["loadavg_end"] = os.getloadavg()
     print(

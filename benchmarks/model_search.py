@@ -20,8 +20,8 @@ Usage:
     .venv/bin/python benchmarks/model_search.py                 # full run (~20-40 min on 2 cores)
     .venv/bin/python benchmarks/model_search.py --seeds 1 --test 300 --no-variants   # smoke run
 
-Fine-tuning results are checkpointed in benchmarks/results/model_search_runs.json and reused by
-a rerun with the same settings (``--fresh`` ignores them). Writes
+Fine-tuning results are checkpointed per run in benchmarks/results/model_search_runs/ and reused by
+a rerun with the same settings (several processes may share the work with --only-ground-truth) (``--fresh`` ignores them). Writes
 benchmarks/results/model_search.json and benchmarks/results/model_search.png.
 """
 
@@ -75,16 +75,25 @@ def ground_truth(
 ) -> dict[str, Any]:
     from poodle_vllm.train.args import TrainingArguments
 
-    runs_file = RESULTS / "model_search_runs.json"
+    # One file per (model, seed) run, so several processes can share the work without races.
     setting = f"rt-{a.items}-test{a.test}-ep{a.epochs}-len{a.max_length}"
-    runs: dict[str, Any] = {}
-    if runs_file.exists() and not a.fresh:
-        runs = json.loads(runs_file.read_text()).get(setting, {})
+    run_dir = RESULTS / "model_search_runs" / setting
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def load_runs() -> dict[str, Any]:
+        runs: dict[str, Any] = {}
+        legacy = RESULTS / "model_search_runs.json"
+        if legacy.exists():
+            runs.update(json.loads(legacy.read_text()).get(setting, {}))
+        for f in run_dir.glob("*.json"):
+            runs.update(json.loads(f.read_text()))
+        return {} if a.fresh else runs
+
     t_start = time.perf_counter()
     for seed in range(a.seeds):
         for m in ids:
             key = f"{m}|{seed}|{cat.get(m).weights_sha}"
-            if key in runs:
+            if key in load_runs():
                 continue
             if seed > 0 and (time.perf_counter() - t_start) / 60 > a.ground_truth_budget_min:
                 say(f"  ground-truth time budget reached: seed {seed} of {m} not run")
@@ -92,11 +101,9 @@ def ground_truth(
             args = TrainingArguments(max_length=a.max_length, epochs=a.epochs, seed=seed, batch_size=16,
                                      early_stopping_patience=0, calibrate=False, num_threads=2)  # fmt: skip
             r = fine_tune_and_eval(cat.get(m).path, train, test, args)  # type: ignore[arg-type]
-            runs[key] = r
             say(f"  fine-tuned {m} seed {seed}: acc {r['accuracy']:.3f} in {r['train_s']:.0f}s")
-            all_runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
-            all_runs[setting] = runs
-            runs_file.write_text(json.dumps(all_runs, indent=1))
+            (run_dir / f"{m}__{seed}.json").write_text(json.dumps({key: r}))
+    runs = load_runs()
     out: dict[str, Any] = {}
     for m in ids:
         rs = [runs[k] for s in range(a.seeds) if (k := f"{m}|{s}|{cat.get(m).weights_sha}") in runs]

@@ -157,6 +157,19 @@ def block_hashes_flat(
     return b"".join(parts)
 
 
+def digests_to_uint64(digests: bytes) -> Any:
+    """Lower 64 bits of each 32-byte hash as a numpy ``uint64`` array.
+
+    Same value as ``core.hashing.hash_to_int64`` / vLLM's ``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES``
+    form (``int.from_bytes(h, "big") & (2**64 - 1)``), i.e. the form in the request log.
+    """
+    import numpy as np
+
+    if len(digests) % HASH_BYTES:
+        raise ValueError(f"digest buffer length {len(digests)} is not a multiple of {HASH_BYTES}")
+    return np.frombuffer(digests, dtype=">u8").reshape(-1, HASH_BYTES // 8)[:, -1].astype(np.uint64)
+
+
 def block_hashes_many(
     requests: Iterable[Sequence[int]],
     block_size: int,

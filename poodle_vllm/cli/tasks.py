@@ -119,7 +119,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     reg = open_registry(args, must_exist=False)
     tasks = reg.list_tasks() if reg else []
     if getattr(args, "json", False):
-        print(json.dumps([task_summary(t) for t in tasks], indent=2))
+        from poodle_vllm.cli.views import VIEW_VERSION, task_view
+
+        print(json.dumps({"version": VIEW_VERSION, "tasks": [task_view(t) for t in tasks]}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table

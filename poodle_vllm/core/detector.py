@@ -245,7 +245,9 @@ class TaskDetector:
         new_label = False
         if not created and not result.changed_tasks:  # a new task/variant was seeded with this record
             new_label = answer.label is not None and answer.label not in task.labels.counts
-            self._count_answer(task, answer, hash(tuple(slot_ids)))
+            # the slot's text identifies the input (cheaper to hash than its token ids)
+            slot_key = hash(record.slot_text) if record.slot_text is not None else hash(tuple(slot_ids))
+            self._count_answer(task, answer, slot_key)
         result.task_id = task_id
         # NOTE: deciding the label space sorts the labels; do it when something can have changed
         # (new task or label, still observing) and otherwise every 16 requests.

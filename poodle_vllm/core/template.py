@@ -194,9 +194,23 @@ class TemplateInducer:
         self._window.append(pid)
         while len(self._window) > self.p.window:
             self._release(self._window.popleft())
-        key, pending = self._key_of(prompt)
+        key, pending, nodes = self._key_of(prompt)
         self._set_key(pid, prompt, None if pending else key)
+        if not pending and len(self._key_members.get(key, ())) < self.p.min_requests:
+            self._rekey_forming(pid, nodes)
         return Induction(key, len(self._key_members.get(key, ())), pending, pid)
+
+    def _rekey_forming(self, pid: int, nodes: tuple[TrieNode, TrieNode]) -> None:
+        """A fork that just became recurring: its earlier prompts were keyed (or left pending)
+        before it was, so re-derive their keys now and the template is found at once."""
+        node = min(nodes, key=lambda n: len(n.members))
+        if not self.p.min_requests <= len(node.members) <= 4 * self.p.min_requests:
+            return  # not a template that is forming (a broad node, or too few prompts)
+        for other in list(node.members):
+            if other != pid and other in self._prompts:
+                prompt = self._prompts[other]
+                new_key, pending, _ = self._key_of(prompt)
+                self._set_key(other, prompt, None if pending else new_key)
 
     def _set_key(self, pid: int, prompt: _Prompt, key: TemplateKey | None) -> None:
         """File ``pid`` under ``key``; pending prompts (None) count for no key."""
@@ -208,12 +222,12 @@ class TemplateInducer:
         if key is not None:
             self._key_members.setdefault(key, set()).add(pid)
 
-    def _key_of(self, prompt: _Prompt) -> tuple[TemplateKey, bool]:
+    def _key_of(self, prompt: _Prompt) -> tuple[TemplateKey, bool, tuple[TrieNode, TrieNode]]:
         head, tail, n = prompt.head, prompt.tail, prompt.length
         pre = find_anchor(self.prefix_trie, head, n, self.p)
         suf = find_anchor(self.suffix_trie, tail[::-1], n - pre.depth, self.p)
         key = template_key(head[: pre.depth], tail[len(tail) - suf.depth :] if suf.depth else array("i"))
-        return key, pre.pending or suf.pending
+        return key, pre.pending or suf.pending, (pre.node, suf.node)
 
     def settle(self, key: TemplateKey) -> int:
         """Re-derive the keys of ``key``'s members and return how many still have it.
@@ -224,7 +238,7 @@ class TemplateInducer:
         """
         for pid in list(self._key_members.get(key, ())):
             prompt = self._prompts[pid]
-            new_key, pending = self._key_of(prompt)
+            new_key, pending, _ = self._key_of(prompt)
             self._set_key(pid, prompt, None if pending else new_key)
         return len(self._key_members.get(key, ()))
 

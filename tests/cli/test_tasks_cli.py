@@ -54,9 +54,11 @@ def run_json(capsys, *argv: str):
 
 
 def test_tasks_list_and_show_json(state_dir, capsys):
-    tasks = run_json(capsys, "tasks", "--json")
+    payload = run_json(capsys, "tasks", "--json")
+    assert payload["version"] == "1"
+    tasks = payload["tasks"]
     assert [t["task_id"] for t in tasks] == ["f00dbeef", "c0ffee00"]
-    assert tasks[0]["state"] == "offered" and tasks[0]["labels"] == ["positive", "negative"]
+    assert tasks[0]["state"] == "offered" and [lab["label"] for lab in tasks[0]["labels"]] == ["positive", "negative"]
     assert tasks[0]["requests_seen"] == 42
     detail = run_json(capsys, "tasks", "show", "imdb-sentiment", "--json")
     assert detail["template"] == "Classify the sentiment.\nReview: {{SLOT}}\nAnswer:"
@@ -76,7 +78,7 @@ def test_tasks_human_output_and_registry_override(state_dir, tmp_path_factory, c
     assert main(["tasks", "show", "f00d"]) == 0
     assert "{{SLOT}}" in capsys.readouterr().out
     empty = tmp_path_factory.mktemp("empty") / "registry.sqlite"
-    assert run_json(capsys, "tasks", "--json", "--registry", str(empty)) == []
+    assert run_json(capsys, "tasks", "--json", "--registry", str(empty))["tasks"] == []
     assert main(["tasks", "show", "nope"]) == 1
 
 

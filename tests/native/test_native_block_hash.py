@@ -137,3 +137,17 @@ def test_oversized_block_falls_back_and_bad_input_raises():
         # numpy scalars are not exact ints: the wrapper falls back to Python.
         np = pytest.importorskip("numpy")
         assert native.block_hashes(list(np.arange(32)), 16) == native.block_hashes_py(list(range(32)), 16)
+
+
+def test_matches_core_hashing_and_int64_form(monkeypatch):
+    hashing = pytest.importorskip("poodle_vllm.core.hashing")
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    rng = random.Random(5)
+    reqs = [[rng.randrange(0, 151_000) for _ in range(rng.randrange(0, 90))] for _ in range(12)]
+    offsets = [0]
+    for r in reqs:
+        offsets.append(offsets[-1] + len(r))
+    flat = native.block_hashes_flat([t for r in reqs for t in r], offsets, 16)
+    want = [h for r in reqs for h in hashing.block_hash_chain(r, 16)]
+    assert flat == b"".join(want)
+    assert native.digests_to_uint64(flat).tolist() == [hashing.hash_to_int64(h) for h in want]

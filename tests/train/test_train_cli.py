@@ -22,7 +22,9 @@ def state(tmp_path, monkeypatch):
 
     monkeypatch.setenv("POODLE_STATE_DIR", str(tmp_path / "state"))
     paths = resolve_paths().ensure()
-    template = TaskTemplate(prefix_token_ids=[1, 2, 3], suffix_token_ids=[9], prefix_text="Classify: ", suffix_text="")
+    template = TaskTemplate(
+        prefix_token_ids=[1, 2, 3], suffix_token_ids=[9], prefix_text="Classify: ", suffix_text=""
+    )
     labels = [
         LabelInfo("negative", 60, [31, 2], "Negative", 1.0),
         LabelInfo("positive", 60, [32, 2], "Positive", 1.0),
@@ -87,7 +89,17 @@ def test_train_refuses_unknown_task_and_tiny_logs(state, tiny_base, capsys):
 
 def test_train_on_dataset_gold_labels(tiny_base, tmp_path, capsys):
     out_dir = tmp_path / "rt-surrogate"
-    args = ["train", "--dataset", "rotten_tomatoes", "--n", "60", "--test-items", "40", "--output", str(out_dir)]
+    args = [
+        "train",
+        "--dataset",
+        "rotten_tomatoes",
+        "--n",
+        "60",
+        "--test-items",
+        "40",
+        "--output",
+        str(out_dir),
+    ]
     assert main([*args, "--base", str(tiny_base), "--json", *TINY]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["test_items"] == 40 and 0.0 <= out["test_accuracy"] <= 1.0
