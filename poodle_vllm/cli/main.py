@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `poodle ... --json | head`
+        return 0
     except (FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"poodle: error: {exc}", file=sys.stderr)
         return 1
