@@ -63,7 +63,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
     dev_s = float(timings.get("search_s", 0.0) + timings.get("train_s", 0.0))
     collected = sum(1 for r, _, state in run.replies if state not in ("serving",))
     cost: dict[str, Any] = {}
-    if llm_phase.get("n"):
+    if llm_phase.get("n") and sur_phase.get("n"):
         work = Workload(llm_phase["prompt_tokens_mean"], llm_phase["completion_tokens_mean"])
         for key in ("gpt-4.1-nano", "gpt-4.1", "llama-3.1-405b-turbo"):
             curve = api_cost_curve(

@@ -62,10 +62,11 @@ class DemoSettings:
             },
             "development": {
                 "base_model": self.base_model,
+                "search_items": 200 if self.quick else 500,
                 "max_length": 128 if self.quick else 256,
-                "epochs": 4,
+                "epochs": 3,
                 "num_threads": 2,
-                "time_budget_s": 240.0 if self.quick else 1200.0,
+                "time_budget_s": 180.0 if self.quick else 1200.0,
             },
         }
         for section, values in self.poodle.items():
