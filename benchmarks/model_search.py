@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -98,11 +99,19 @@ def ground_truth(
             if seed > 0 and (time.perf_counter() - t_start) / 60 > a.ground_truth_budget_min:
                 say(f"  ground-truth time budget reached: seed {seed} of {m} not run")
                 continue
+            try:  # claim the run; another process holding the claim will write it
+                os.close(os.open(run_dir / f"{m}__{seed}.lock", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
             args = TrainingArguments(max_length=a.max_length, epochs=a.epochs, seed=seed, batch_size=16,
                                      early_stopping_patience=0, calibrate=False, num_threads=2)  # fmt: skip
             r = fine_tune_and_eval(cat.get(m).path, train, test, args)  # type: ignore[arg-type]
             say(f"  fine-tuned {m} seed {seed}: acc {r['accuracy']:.3f} in {r['train_s']:.0f}s")
             (run_dir / f"{m}__{seed}.json").write_text(json.dumps({key: r}))
+    # Wait for seed-0 runs claimed by other processes (every candidate needs at least one).
+    need = {f"{m}|0|{cat.get(m).weights_sha}" for m in ids}
+    while not need <= set(load_runs()):
+        time.sleep(10)
     runs = load_runs()
     out: dict[str, Any] = {}
     for m in ids:

@@ -39,7 +39,8 @@ def make_router(tmp_path: Path, **serving) -> TaskRouter:
 
 
 def record(i: int, rng: random.Random, salt: str | None = None) -> RequestRecord:
-    review = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + f" #{i}"
+    # A distinct opening per review: the detector treats openings shared by many prompts as template.
+    review = f"{i * 7919 % 10007}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
     text = PREFIX + review + SUFFIX
     answer = "positive" if rng.random() < 0.5 else "negative"
     return RequestRecord(
