@@ -227,7 +227,7 @@ def main() -> int:
     p.add_argument("--items", type=int, default=500)
     p.add_argument("--test", type=int, default=500)
     p.add_argument(
-        "--max-params", type=float, default=30.0, help="candidate constraint, millions of parameters"
+        "--max-params", type=float, default=60.0, help="candidate constraint, millions of parameters"
     )
     p.add_argument(
         "--ground-truth-budget-min",

@@ -9,7 +9,9 @@ import pytest
 
 from poodle_vllm import native
 
-needs_native = pytest.mark.skipif(not native.HAS_NATIVE, reason="poodle_vllm._native not built or disabled (POODLE_NATIVE=0)")
+needs_native = pytest.mark.skipif(
+    not native.HAS_NATIVE, reason="poodle_vllm._native not built or disabled (POODLE_NATIVE=0)"
+)
 
 # Every pickle int encoding: BININT1, BININT2, BININT (incl. negatives), LONG1 (both signs).
 EDGE_INTS = [
