@@ -22,7 +22,6 @@ from typing import Any
 
 from poodle_vllm.paths import PoodlePaths, resolve_paths
 
-SCHEDULER_CLS = "poodle_vllm.integration.vllm.scheduler.PoodleScheduler"
 SERVED_MODEL_NAME = "smollm2"
 
 
@@ -54,18 +53,6 @@ def vllm_executable() -> str:
     return found
 
 
-def plugin_allow_list() -> str:
-    """VLLM_PLUGINS for Poodle: every installed non-endpoint plugin plus Poodle's two."""
-    from importlib.metadata import entry_points
-
-    groups = ("vllm.general_plugins", "vllm.platform_plugins", "vllm.io_processor_plugins", "vllm.stat_logger_plugins")
-    names = [ep.name for g in groups for ep in entry_points(group=g)]
-    for ours in ("poodle", "poodle_endpoints"):
-        if ours not in names:
-            names.append(ours)
-    return ",".join(dict.fromkeys(names))
-
-
 def build_command(spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
     """The exact ``vllm serve`` argv and the environment additions for ``spec``."""
     cmd = [
@@ -88,13 +75,16 @@ def build_command(spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
     ]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(spec.kv_cache_gib), **spec.env}
     if spec.poodle is not None:
+        # compat has no top-level vllm import, so this module stays light and vllm-free.
+        from poodle_vllm.integration.vllm.compat import SCHEDULER_CLS, plugin_allow_list
+
         cmd += [
             "--scheduler-cls",
             SCHEDULER_CLS,
             "--additional-config",
             json.dumps({"poodle": spec.poodle}),
         ]
-        env["VLLM_PLUGINS"] = plugin_allow_list()
+        env["VLLM_PLUGINS"] = plugin_allow_list(os.environ.get("VLLM_PLUGINS"))
     cmd += spec.extra_args
     return cmd, env
 

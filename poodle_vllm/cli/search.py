@@ -21,10 +21,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--max-latency-ms",
         type=float,
-        default=100.0,
-        help="ms per item at 128 tokens, batch 32; 0 = no limit",
+        default=0.0,
+        help="ms per item at 128 tokens, batch 32; 0 = no limit (default: latency here is noisy)",
     )
-    p.add_argument("--max-params", type=float, default=0.0, help="millions of parameters; 0 = no limit")
+    p.add_argument(
+        "--max-params", type=float, default=60.0, help="millions of parameters (default 60); 0 = no limit"
+    )
     p.add_argument("--scorers", default="logme,linear", help="comma list of logme, knn, linear")
     p.add_argument("--rounds", default="100,250,500", help="successive-halving sample sizes")
     p.add_argument("--no-halving", action="store_true", help="score every candidate on all items")
