@@ -18,7 +18,11 @@ def default_model() -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="launch vllm serve with Poodle enabled (prints the exact command)")
+    p = sub.add_parser(
+        "serve",
+        help="launch vllm serve with Poodle enabled (prints the exact command)",
+        epilog="Arguments after a lone `--` are passed to vllm serve unchanged.",
+    )
     p.add_argument("model", nargs="?", help="model folder or name (default: the prepared SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8011)
@@ -27,7 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="{}", help="Poodle config as JSON (the poodle section of --additional-config)")
     p.add_argument("--plain", action="store_true", help="launch plain vLLM without Poodle (for comparisons)")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra vllm serve arguments")
     p.set_defaults(func=run_serve)
 
 
@@ -36,7 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # validates keys before the slow start
     paths = resolve_paths(cfg.home, cfg.state_dir).ensure()
-    extra = [a for a in (args.extra or []) if a != "--"]
+    extra = list(getattr(args, "passthrough", None) or [])
     spec = ServerSpec(
         model=args.model or default_model(),
         host=args.host,
