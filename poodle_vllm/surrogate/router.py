@@ -67,6 +67,8 @@ class RouteDecision:
     version: int | None = None
     opt_out: bool = False
     submitted_at: float = 0.0
+    requested_name: str | None = None
+    """A task name the client asked for (``vllm_xargs.poodle_task``), when configuration allows it."""
 
 
 LLM_ONLY = RouteDecision()
@@ -101,6 +103,7 @@ class TaskRouter:
             config.detection, model=model, block_size=block_size, tokenizer_decode=self.decode_raw
         )
         self._templates: dict[str, Any] = {}
+        self._task_names: dict[str, str] = {}
         self.registry = Registry(self.paths.registry)
         self.log = ArrowLogWriter(self.paths.logs, config.log) if config.log.enabled else None
         self.live = LiveTaskSet(config.serving, self.paths)
@@ -169,6 +172,15 @@ class TaskRouter:
             return LLM_ONLY
 
     def _route(self, req: ArrivingRequest) -> RouteDecision:
+        decision = self._route_request(req)
+        name = req.xargs.get("poodle_task")
+        if name and self.config.serving.allow_client_xargs:
+            if decision is LLM_ONLY:
+                decision = RouteDecision()
+            decision.requested_name = str(name)[:200]
+        return decision
+
+    def _route_request(self, req: ArrivingRequest) -> RouteDecision:
         self.counters["arrivals"] += 1
         if str(req.xargs.get("poodle", "")).lower() == "off":
             self.counters["opt_out"] += 1
@@ -305,11 +317,13 @@ class TaskRouter:
         if decision.opt_out:
             record.eligible = False
             record.ineligible_reason = "opt_out"
-        else:
+        elif self.config.detection.enabled:
             with self._lock:
                 self.detector.observe(record)
         if decision.task_id and not record.task_id:
             record.task_id = decision.task_id
+        if decision.requested_name and record.task_id:
+            self._task_names[record.task_id] = decision.requested_name
         if decision.future is not None and decision.future.done():
             try:
                 pred = decision.future.result(timeout=0)
@@ -343,6 +357,7 @@ class TaskRouter:
         with self._lock:
             tasks = self.detector.tasks()
         for task in tasks:
+            task.name = self._task_names.get(task.task_id, task.name)
             self.live.store_detected(self.registry, task)
         self.live.refresh(self.registry)
         self.live.evaluate(self.registry)

@@ -166,3 +166,18 @@ def test_odd_prompts_are_not_assigned(tmp_path: Path, bad: list[int]) -> None:
     router = make_router(tmp_path)
     assert router.on_arrival(ArrivingRequest("x", bad)).task_id is None
     router.close()
+
+
+def test_client_named_task_only_when_allowed(tmp_path: Path) -> None:
+    for allowed, expected in ((False, None), (True, "reviews")):
+        router, task_id = detected_router(tmp_path / str(allowed), allow_client_xargs=allowed)
+        arr = arrival(11)
+        arr.xargs = {"poodle_task": "reviews"}
+        decision = router.on_arrival(arr)
+        rec = record(11, random.Random(1011))
+        router.observe(rec, decision)
+        router.sync_once()
+        task = router.registry.get_task(task_id)
+        assert task is not None
+        assert (task.name == "reviews") is (expected == "reviews")
+        router.close()
