@@ -118,7 +118,8 @@ def ground_truth(
         rs = [runs[k] for s in range(a.seeds) if (k := f"{m}|{s}|{cat.get(m).weights_sha}") in runs]
         accs = [r["accuracy"] for r in rs]
         out[m] = {"seeds_run": len(accs), "accuracies": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                  "train_s_seed0": rs[0]["train_s"], "train_s_mean": float(np.mean([r["train_s"] for r in rs])),
+                  "train_s_seed0": rs[0]["train_s"],
+            "train_s_min": float(min(r["train_s"] for r in rs)), "train_s_mean": float(np.mean([r["train_s"] for r in rs])),
                   "eval_s_seed0": rs[0]["eval_s"]}  # fmt: skip
     return out
 
@@ -274,7 +275,7 @@ def main() -> int:
     say(f"search (halving, cold cache): {search.timing}; winner {search.best}")
     # Exhaustive proxy scores on all 500 items (features now cached) for per-scorer correlations.
     ex_cfg = SearchConfig(max_length=a.max_length, save_result=False, warm_start=False, halving=False,
-                          scorers=["logme", "knn", "linear"])  # fmt: skip
+                          scorers=["logme", "knn", "linear"], max_latency_ms=None, max_parameters=None, include=ids)  # fmt: skip
     exhaustive = search_models(tr_t, tr_y, cat, ex_cfg, extractor=ext)
 
     # 2. Ground truth.
@@ -294,16 +295,18 @@ def main() -> int:
 
     winner = search.best
     assert winner is not None
-    base_t = truth[DEFAULT_BASE]["train_s_seed0"] if DEFAULT_BASE in truth else float("nan")
-    naive = sum(truth[m]["train_s_seed0"] for m in ids)
+    base_t = truth[DEFAULT_BASE]["train_s_min"] if DEFAULT_BASE in truth else float("nan")
+    # Fine-tune times: the fastest of a model's seeds (the machine is shared; the minimum is the
+    # closest to the model's own cost).
+    naive = sum(truth[m]["train_s_min"] for m in ids)
     s_t = search.timing["total"]
     times = {
         "fine-tune default base, 500 items": {"seconds": base_t, "extrapolated": False},
         "fine-tune default base, 5,000 items": {"seconds": base_t * 5000 / a.items, "extrapolated": True,
                                                 "how": f"measured {a.items}-item time x {5000 / a.items:g}"},
         "naive: fine-tune all candidates (500 items each)": {"seconds": naive, "extrapolated": False},
-        "search 500 + fine-tune winner on 500": {"seconds": s_t + truth[winner]["train_s_seed0"], "extrapolated": False},
-        "search 500 + fine-tune winner on 5,000": {"seconds": s_t + truth[winner]["train_s_seed0"] * 5000 / a.items,
+        "search 500 + fine-tune winner on 500": {"seconds": s_t + truth[winner]["train_s_min"], "extrapolated": False},
+        "search 500 + fine-tune winner on 5,000": {"seconds": s_t + truth[winner]["train_s_min"] * 5000 / a.items,
                                                    "extrapolated": True,
                                                    "how": f"search measured; fine-tune = measured {a.items}-item time x {5000 / a.items:g}"},
     }  # fmt: skip

@@ -137,7 +137,13 @@ def record_from_request(request: Any, *, model: str, block_size: int, served_by:
         prompt_token_ids=list(request.prompt_token_ids or []),
         output_token_ids=list(request.output_token_ids),
         finish_reason=finish_reason_of(request),
-        block_hashes=[block_hash_to_int(h) for h in request.block_hashes],
+        # Prompt blocks only: the engine extends the chain as output tokens fill blocks.
+        block_hashes=[
+            block_hash_to_int(h)
+            for h in request.block_hashes[: len(request.prompt_token_ids or []) // block_size]
+        ]
+        if block_size
+        else [],
         block_size=block_size,
         model=model,
         cache_salt=getattr(request, "cache_salt", None),
