@@ -58,7 +58,7 @@ def main() -> int:
         print("starting both servers (identical vLLM flags) ...", flush=True)
         plain.start(600)
         observed.start(600)
-        for name, srv in (("plain", plain), ("poodle", observed)):  # warm-up, not measured
+        for srv in (plain, observed):  # warm-up, not measured
             run_chat_load(srv.base_url, prompts[:8], concurrency=args.concurrency, max_tokens=8)
         for r in range(args.rounds):
             order = [("plain", plain), ("poodle", observed)]

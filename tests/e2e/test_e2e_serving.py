@@ -53,7 +53,9 @@ def test_foundation_requests_are_answered_and_logged(poodle_server, e2e_state) -
         from openai import AsyncOpenAI
 
         aclient = AsyncOpenAI(base_url=poodle_server.base_url + "/v1", api_key="EMPTY", max_retries=0, timeout=0.5)
-        with pytest.raises(Exception):
+        import openai
+
+        with pytest.raises((openai.APITimeoutError, openai.APIConnectionError)):
             await aclient.chat.completions.create(
                 model="smollm2", messages=[{"role": "user", "content": "Write a long story about a dog."}],
                 temperature=0, max_tokens=400,
