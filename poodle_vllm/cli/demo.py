@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace) -> Any:
         concurrency=args.concurrency,
         max_chars=QUICK_MAX_CHARS if quick and not args.input else None,
         serve_requests=args.serve_requests or (150 if quick else 500),
-        time_limit_s=args.time_limit or (480.0 if quick else 4 * 3600.0),
+        time_limit_s=args.time_limit or (900.0 if quick else 4 * 3600.0),
         base_model=args.base_model,
     )
 

@@ -54,7 +54,7 @@ class DemoSettings:
             "detection": {"min_requests": 8},
             "serving": {
                 "policy": "auto",
-                "min_train_items": 300 if self.quick else 1000,
+                "min_train_items": 400 if self.quick else 1000,
                 "shadow_requests": 100 if self.quick else 300,
                 "shadow_min_per_label": 20 if self.quick else 40,
                 "gate_target": 0.70,
@@ -62,10 +62,10 @@ class DemoSettings:
             },
             "development": {
                 "base_model": self.base_model,
-                "search_items": 200 if self.quick else 500,
+                "search_items": 300 if self.quick else 500,
                 "max_length": 128 if self.quick else 256,
                 "epochs": 3,
-                "num_threads": 2,
+                "num_threads": 1,
                 "time_budget_s": 180.0 if self.quick else 1200.0,
             },
         }

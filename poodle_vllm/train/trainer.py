@@ -232,20 +232,21 @@ class SurrogateTrainer:
                 weight = torch.tensor(w, dtype=torch.float32)
 
             steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
-            total_steps = steps_per_epoch * args.epochs
+            # Small sets get more epochs so the run has at least min_steps optimisation steps.
+            epochs = max(args.epochs, min(20, math.ceil(args.min_steps / max(1, steps_per_epoch))))
+            total_steps = steps_per_epoch * epochs
             warmup = int(total_steps * args.warmup_ratio)
             no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+            head_prefixes = ("classifier.", "pre_classifier.", "score.")
+            named = list(self.model.named_parameters())
+            head = [p for n, p in named if n.startswith(head_prefixes)]
+            body = [(n, p) for n, p in named if not n.startswith(head_prefixes)]
             groups = [
-                {
-                    "params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)],
-                    "weight_decay": args.weight_decay,
-                },
-                {
-                    "params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)],
-                    "weight_decay": 0.0,
-                },
+                {"params": [p for n, p in body if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+                {"params": [p for n, p in body if n.endswith(no_decay)], "weight_decay": 0.0},
+                {"params": head, "weight_decay": 0.0, "lr": args.head_learning_rate},
             ]
-            optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+            optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)  # LambdaLR scales each group's lr
 
             def lr_factor(step: int) -> float:
                 if step < warmup:
@@ -293,7 +294,7 @@ class SurrogateTrainer:
             self.model.train()
             done = False
             last_eval_step = -1
-            for epoch in range(args.epochs):
+            for epoch in range(epochs):
                 order = list(train_idx)
                 rng.shuffle(order)
                 for b in range(steps_per_epoch):
