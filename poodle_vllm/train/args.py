@@ -29,6 +29,12 @@ class TrainingArguments:
     hundred items (a few dozen steps) the encoder's rate leaves it near chance; a higher rate for
     the head alone (as in linear-probe-then-fine-tune practice) fixes that without disturbing the
     pre-trained encoder."""
+    head_init: str = "random"
+    """How the new classification head starts: ``random`` (the usual), or ``linear_probe``: a
+    logistic regression on the frozen encoder's pooler outputs of the training split first. Measured
+    on 240 rotten_tomatoes items with all-MiniLM-L6-v2: 0.67 test accuracy from ``random`` and
+    0.56 from ``linear_probe`` (sentence-transformers checkpoints never trained their pooler, so
+    the probe fits a random projection), hence the default."""
     min_steps: int = 60
     """Run at least this many optimisation steps (more epochs on small sets), capped at 20 epochs."""
     weight_decay: float = 0.01

@@ -138,6 +138,50 @@ class SurrogateTrainer:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else 0
 
+    def _init_head_by_linear_probe(self, encoded: Sequence[Sequence[int]], targets: Sequence[int]) -> None:
+        """Set the classifier from a logistic regression on the frozen pooled outputs.
+
+        Skipped (with a log line) for heads other than one linear layer over the pooler output.
+        """
+        import torch
+        from sklearn.linear_model import LogisticRegression
+
+        head = getattr(self.model, "classifier", None)
+        base = getattr(self.model, "base_model", None)
+        if not isinstance(head, torch.nn.Linear) or base is None:
+            logger.info("linear-probe head init skipped: head is %s", type(head).__name__)
+            return
+        feats = []
+        self.model.eval()
+        with torch.inference_mode():
+            for b in range(0, len(encoded), 32):
+                input_ids, mask = collate(list(encoded[b : b + 32]), self._pad_id())
+                out = base(input_ids=input_ids, attention_mask=mask)
+                pooled = getattr(out, "pooler_output", None)
+                if pooled is None:
+                    logger.info("linear-probe head init skipped: the encoder has no pooler")
+                    self.model.train()
+                    return
+                feats.append(pooled.float().numpy())
+        self.model.train()
+        x = np.concatenate(feats)
+        clf = LogisticRegression(max_iter=1000, class_weight="balanced").fit(x, list(targets))
+        k = head.out_features
+        weight = np.zeros((k, x.shape[1]))
+        bias = np.zeros(k)
+        if len(clf.classes_) == 2:  # binary: one coefficient vector for the logit difference
+            c0, c1 = (int(c) for c in clf.classes_)
+            weight[c1], bias[c1] = clf.coef_[0] / 2, clf.intercept_[0] / 2
+            weight[c0], bias[c0] = -clf.coef_[0] / 2, -clf.intercept_[0] / 2
+        else:
+            for row, c in enumerate(clf.classes_):
+                weight[int(c)], bias[int(c)] = clf.coef_[row], clf.intercept_[row]
+        with torch.no_grad():
+            head.weight.copy_(torch.tensor(weight, dtype=head.weight.dtype))
+            if head.bias is not None:
+                head.bias.copy_(torch.tensor(bias, dtype=head.bias.dtype))
+        logger.info("classifier head initialised by a linear probe (train accuracy %.3f)", clf.score(x, list(targets)))
+
     def _eval_encoded(self, encoded: Sequence[Sequence[int]], targets: Sequence[int]) -> EvalResult:
         logits = self._logits(encoded)
         pred = logits.argmax(axis=-1) if len(logits) else np.zeros(0, dtype=np.int64)
@@ -242,7 +286,10 @@ class SurrogateTrainer:
             head = [p for n, p in named if n.startswith(head_prefixes)]
             body = [(n, p) for n, p in named if not n.startswith(head_prefixes)]
             groups = [
-                {"params": [p for n, p in body if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+                {
+                    "params": [p for n, p in body if not n.endswith(no_decay)],
+                    "weight_decay": args.weight_decay,
+                },
                 {"params": [p for n, p in body if n.endswith(no_decay)], "weight_decay": 0.0},
                 {"params": head, "weight_decay": 0.0, "lr": args.head_learning_rate},
             ]
@@ -253,6 +300,8 @@ class SurrogateTrainer:
                     return (step + 1) / max(1, warmup)
                 return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
+            if args.head_init == "linear_probe":
+                self._init_head_by_linear_probe([encoded[i] for i in train_idx], [targets[i] for i in train_idx])
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
             loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
             rng = random.Random(args.seed)
