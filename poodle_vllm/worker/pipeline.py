@@ -70,7 +70,30 @@ def choose_base_model(
     return result.best, Path(str(catalog.get(result.best).path)), result.to_dict()
 
 
-def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: PoodlePaths) -> DevelopmentReport:
+MIN_LABEL_SHARE = 0.02
+"""Labels rarer than this share of a task's answers are not trained on (nor gated on)."""
+MIN_LABEL_COUNT = 5
+
+
+def trainable_labels(task: TaskInfo) -> list[str]:
+    """The task's labels minus one-off answers that slipped into the label space.
+
+    A weak LLM sometimes answers with a stray short phrase (a movie title, say) that parses as a
+    label; a surrogate cannot learn it from a handful of examples and a shadow gate could never
+    collect enough samples of it.
+    """
+    total = sum(lab.count for lab in task.labels) or 1
+    keep = [lab.label for lab in task.labels if lab.count >= max(MIN_LABEL_COUNT, MIN_LABEL_SHARE * total)]
+    if len(keep) < 2:
+        raise ValueError(
+            f"task {task.task_id} has fewer than two frequent labels: {[(lab.label, lab.count) for lab in task.labels]}"
+        )
+    return keep
+
+
+def develop_task(
+    task: TaskInfo, registry: Any, config: PoodleConfig, paths: PoodlePaths
+) -> DevelopmentReport:
     """Search (unless a base is configured), train, save a new surrogate version, start shadowing."""
     from poodle_vllm.train.args import TrainingArguments
     from poodle_vllm.train.artifact import (
@@ -83,7 +106,7 @@ def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: Poo
 
     dev = config.development
     report = DevelopmentReport(task_id=task.task_id)
-    label_names = [lab.label for lab in task.labels]
+    label_names = trainable_labels(task)
     t0 = time.perf_counter()
     texts, labels, data_report = load_task_examples(paths.logs, task.task_id, label_names)
     texts, labels = texts[-dev.max_items :], labels[-dev.max_items :]  # the freshest labels
@@ -91,15 +114,24 @@ def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: Poo
     report.timings["load_s"] = time.perf_counter() - t0
 
     if not dev.base_model:
-        registry.set_state(task.task_id, TaskState.SEARCHING.value, f"model search on {min(len(texts), dev.search_items)} items")
+        registry.set_state(
+            task.task_id,
+            TaskState.SEARCHING.value,
+            f"model search on {min(len(texts), dev.search_items)} items",
+        )
     t0 = time.perf_counter()
     report.base_model, base_path, report.search = choose_base_model(task, texts, labels, config, paths)
     report.base_model_path = str(base_path)
     report.timings["search_s"] = time.perf_counter() - t0
 
-    registry.set_state(task.task_id, TaskState.TRAINING.value, f"fine-tuning {report.base_model} on {len(texts)} items")
+    registry.set_state(
+        task.task_id, TaskState.TRAINING.value, f"fine-tuning {report.base_model} on {len(texts)} items"
+    )
     args = TrainingArguments(
-        max_length=dev.max_length, epochs=dev.epochs, time_budget_s=dev.time_budget_s, num_threads=dev.num_threads
+        max_length=dev.max_length,
+        epochs=dev.epochs,
+        time_budget_s=dev.time_budget_s,
+        num_threads=dev.num_threads,
     )
     t0 = time.perf_counter()
     trainer = SurrogateTrainer(args)
@@ -109,7 +141,9 @@ def develop_task(task: TaskInfo, registry: Any, config: PoodleConfig, paths: Poo
     meta = trainer.build_metadata(
         task_id=task.task_id,
         template_hash=template_hash(task.template),
-        canonical_answers=canonical_answers_from_labels(task.labels),
+        canonical_answers=canonical_answers_from_labels(
+            [lab for lab in task.labels if lab.label in label_names]
+        ),
         base_model=report.base_model,
         extra={"data": data_report.to_dict(), "search": report.search is not None, "timings": report.timings},
     )
@@ -163,7 +197,9 @@ class DevelopmentWorker:
         task.extra["labels_at_reset"] = task.eligible_seen
         task.extra["last_failure"] = f"{type(exc).__name__}: {exc}"
         self.registry.upsert_task(task)
-        self.registry.set_state(task_id, TaskState.COLLECTING.value, f"development failed: {type(exc).__name__}: {exc}")
+        self.registry.set_state(
+            task_id, TaskState.COLLECTING.value, f"development failed: {type(exc).__name__}: {exc}"
+        )
 
     def run_forever(self, stop_when_parent_dies: int | None = None) -> None:
         while True:
@@ -186,4 +222,6 @@ def spawn_worker_process(config: PoodleConfig, log_path: Path) -> subprocess.Pop
     env["POODLE_WORKER_PARENT"] = str(os.getpid())
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "poodle_vllm.worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "poodle_vllm.worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
