@@ -147,7 +147,11 @@ def develop_task(
         base_model=report.base_model,
         extra={"data": data_report.to_dict(), "search": report.search is not None, "timings": report.timings},
     )
-    version, path = save_surrogate_version(paths.surrogates, task.task_id, trainer.write_model, meta)
+    # Folder and registry version numbers stay in step even if one side was cleaned up by hand.
+    min_version = max((int(x["version"]) for x in registry.list_surrogates(task.task_id)), default=0) + 1
+    version, path = save_surrogate_version(
+        paths.surrogates, task.task_id, trainer.write_model, meta, min_version=min_version
+    )
     report.version, report.path = version, str(path)
     metrics = {
         "base_model": report.base_model,
