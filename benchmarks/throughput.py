@@ -30,16 +30,20 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10, trials: int = 5) -> float:
+    """Best of several timed trials: on a shared machine the best trial is the closest to the peak."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(2):
         a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+    best = 0.0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def encoder_flops_per_token(config: object, seq: int) -> float:
