@@ -58,8 +58,10 @@ def main() -> int:
         print("starting both servers (identical vLLM flags) ...", flush=True)
         plain.start(600)
         observed.start(600)
-        for srv in (plain, observed):  # warm-up, not measured
-            run_chat_load(srv.base_url, prompts[:8], concurrency=args.concurrency, max_tokens=8)
+        # Warm-up with the whole prompt set, not measured: every measured round then sees the same
+        # (warm) prefix cache on both sides instead of a cold first round.
+        for srv in (plain, observed):
+            run_chat_load(srv.base_url, prompts, concurrency=args.concurrency, max_tokens=8)
         for r in range(args.rounds):
             order = [("plain", plain), ("poodle", observed)]
             if r % 2:
