@@ -48,7 +48,9 @@ def main() -> int:
     paths = resolve_paths(state=state)
     log_dir = state / "server-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    plain = ServerProcess(ServerSpec(model=model, port=free_port(), poodle=None), log_dir / "plain.log", paths)
+    plain = ServerProcess(
+        ServerSpec(model=model, port=free_port(), poodle=None), log_dir / "plain.log", paths
+    )
     poodle_cfg = {"state_dir": str(state), "worker": False}
     observed = ServerProcess(
         ServerSpec(model=model, port=free_port(), poodle=poodle_cfg), log_dir / "poodle.log", paths

@@ -56,7 +56,9 @@ def encoder_flops_per_token(config: object, seq: int) -> float:
     return float(layers * (dense + attention))
 
 
-def measure_surrogate(name: str, path: Path, texts: list[str], batch_sizes: list[int], lengths: list[int]) -> list[dict]:
+def measure_surrogate(
+    name: str, path: Path, texts: list[str], batch_sizes: list[int], lengths: list[int]
+) -> list[dict]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -73,19 +75,24 @@ def measure_surrogate(name: str, path: Path, texts: list[str], batch_sizes: list
                 model(input_ids=enc["input_ids"][:bs], attention_mask=enc["attention_mask"][:bs])  # warm-up
                 t0 = time.perf_counter()
                 for i in range(0, n, bs):
-                    model(input_ids=enc["input_ids"][i : i + bs], attention_mask=enc["attention_mask"][i : i + bs])
+                    model(
+                        input_ids=enc["input_ids"][i : i + bs],
+                        attention_mask=enc["attention_mask"][i : i + bs],
+                    )
                 dt = time.perf_counter() - t0
-            rows.append({
-                "model": name,
-                "max_length": length,
-                "batch_size": bs,
-                "items": n,
-                "items_per_s": n / dt,
-                "ms_per_item": 1000 * dt / n,
-                "gflops": n * length * flops_tok / dt / 1e9,
-                "real_token_share": real_tokens / enc["attention_mask"].numel(),
-                "parameters": sum(p.numel() for p in model.parameters()),
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "max_length": length,
+                    "batch_size": bs,
+                    "items": n,
+                    "items_per_s": n / dt,
+                    "ms_per_item": 1000 * dt / n,
+                    "gflops": n * length * flops_tok / dt / 1e9,
+                    "real_token_share": real_tokens / enc["attention_mask"].numel(),
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -120,7 +127,9 @@ def time_break_even(llm_items_per_s: float, sur_items_per_s: float, collect: int
     if sur_items_per_s <= llm_items_per_s:
         return None
     # LLM alone: n / llm; switching: collect / llm + dev + (n - collect) / sur.
-    n = (dev_s + collect / llm_items_per_s - collect / sur_items_per_s) / (1 / llm_items_per_s - 1 / sur_items_per_s)
+    n = (dev_s + collect / llm_items_per_s - collect / sur_items_per_s) / (
+        1 / llm_items_per_s - 1 / sur_items_per_s
+    )
     return max(collect, int(n) + 1)
 
 
@@ -177,12 +186,16 @@ def main() -> int:
     print(f"\n{'config':32} {'items/s':>9} {'x LLM':>7} {'GFLOP/s':>8} {'% peak':>7}")
     if llm_ips:
         llm = result["llm"]
-        print(f"{'LLM SmolLM2-135M (vLLM)':32} {llm_ips:9.2f} {1.0:7.1f} {llm['gflops']:8.1f} "
-              f"{100 * llm['gflops'] / result['matmul_peak_gflops']:6.0f}%")
+        print(
+            f"{'LLM SmolLM2-135M (vLLM)':32} {llm_ips:9.2f} {1.0:7.1f} {llm['gflops']:8.1f} "
+            f"{100 * llm['gflops'] / result['matmul_peak_gflops']:6.0f}%"
+        )
     for k, v in best.items():
         x = v["items_per_s"] / llm_ips if llm_ips else float("nan")
-        print(f"{k:32} {v['items_per_s']:9.2f} {x:7.1f} {v['gflops']:8.1f} "
-              f"{100 * v['gflops'] / result['matmul_peak_gflops']:6.0f}%")
+        print(
+            f"{k:32} {v['items_per_s']:9.2f} {x:7.1f} {v['gflops']:8.1f} "
+            f"{100 * v['gflops'] / result['matmul_peak_gflops']:6.0f}%"
+        )
     return 0
 
 
@@ -194,7 +207,11 @@ def _plot(result: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in sorted({(r["model"], r["max_length"]) for r in result["surrogates"]}):
-        pts = [(r["batch_size"], r["items_per_s"]) for r in result["surrogates"] if (r["model"], r["max_length"]) == key]
+        pts = [
+            (r["batch_size"], r["items_per_s"])
+            for r in result["surrogates"]
+            if (r["model"], r["max_length"]) == key
+        ]
         ax.plot(*zip(*pts, strict=True), marker="o", label=f"{key[0]} @ {key[1]} tokens")
     if result.get("llm"):
         ax.axhline(result["llm"]["items_per_s"], color="red", ls="--", label="LLM via vLLM (concurrency 16)")

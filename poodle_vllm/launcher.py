@@ -102,7 +102,9 @@ def free_port() -> int:
 class ServerProcess:
     """A ``vllm serve`` child process with a health wait and a clean stop."""
 
-    def __init__(self, spec: ServerSpec, log_path: Path | None = None, paths: PoodlePaths | None = None) -> None:
+    def __init__(
+        self, spec: ServerSpec, log_path: Path | None = None, paths: PoodlePaths | None = None
+    ) -> None:
         self.spec = spec
         self.paths = paths or resolve_paths()
         self.log_path = log_path
@@ -116,7 +118,9 @@ class ServerProcess:
         cmd, env_add = build_command(self.spec)
         env = {**os.environ, **env_add}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self._write_server_file(cmd, env_add)
         self.wait_ready(timeout_s)
         return self

@@ -74,7 +74,9 @@ class PoodlePaths:
         return self
 
 
-def resolve_paths(home: str | os.PathLike[str] | None = None, state: str | os.PathLike[str] | None = None) -> PoodlePaths:
+def resolve_paths(
+    home: str | os.PathLike[str] | None = None, state: str | os.PathLike[str] | None = None
+) -> PoodlePaths:
     """Resolve all locations from arguments, then the environment, then defaults."""
     root = Path(home).expanduser() if home else _env_path("POODLE_HOME", Path.home() / ".cache" / "poodle")
     state_dir = Path(state).expanduser() if state else _env_path("POODLE_STATE_DIR", root / "state")

@@ -30,7 +30,10 @@ def _record_line(name: str, data: bytes) -> str:
 
 def build_stub_wheel(out_dir: Path, name: str, version: str, requires: list[str]) -> Path:
     dist_info = f"{name}-{version}.dist-info"
-    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: metadata-only stub (poodle setup)\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    metadata = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: metadata-only stub (poodle setup)\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    )
     wheel = "Wheel-Version: 1.0\nGenerator: poodle-stub\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files = {f"{dist_info}/METADATA": metadata.encode(), f"{dist_info}/WHEEL": wheel.encode()}
     record = [_record_line(k, v) for k, v in files.items()] + [f"{dist_info}/RECORD,,"]

@@ -38,7 +38,9 @@ def test_only_integration_imports_vllm() -> None:
 
 def test_only_ops_imports_triton() -> None:
     offenders = [
-        str(p.relative_to(PKG)) for p in _modules() if "triton" in _imported_roots(p) and "/ops/" not in p.as_posix()
+        str(p.relative_to(PKG))
+        for p in _modules()
+        if "triton" in _imported_roots(p) and "/ops/" not in p.as_posix()
     ]
     assert offenders == []
 

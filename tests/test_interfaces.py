@@ -14,8 +14,14 @@ DOC = (ROOT / "docs" / "INTERFACES.md").read_text()
 
 def _poodle(args: list[str], env_state: Path) -> dict:
     env = {"POODLE_STATE_DIR": str(env_state), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "poodle_vllm.cli.main", *args], capture_output=True, text=True,
-                         env=env, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "poodle_vllm.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(out.stdout)
 
 
@@ -41,15 +47,40 @@ def test_task_view_keys_match_doc(tmp_path: Path) -> None:
     from poodle_vllm.types import LabelInfo, TaskInfo, TaskTemplate
 
     reg = Registry(tmp_path / "registry.sqlite")
-    reg.upsert_task(TaskInfo("t1", "reviews", "collecting", "|", "m", TaskTemplate([1, 2], [3], "a", "b"),
-                             [LabelInfo("positive", 3, [5, 2], "Positive", 1.0)]))
+    reg.upsert_task(
+        TaskInfo(
+            "t1",
+            "reviews",
+            "collecting",
+            "|",
+            "m",
+            TaskTemplate([1, 2], [3], "a", "b"),
+            [LabelInfo("positive", 3, [5, 2], "Positive", 1.0)],
+        )
+    )
     payload = tasks_payload(reg)
     assert payload["version"] == "1"
     task = payload["tasks"][0]
-    documented = ["task_id", "name", "state", "tenant", "model", "template", "labels", "requests_seen",
-                  "eligible_seen", "unparseable", "created_at", "updated_at", "reason", "extra"]
+    documented = [
+        "task_id",
+        "name",
+        "state",
+        "tenant",
+        "model",
+        "template",
+        "labels",
+        "requests_seen",
+        "eligible_seen",
+        "unparseable",
+        "created_at",
+        "updated_at",
+        "reason",
+        "extra",
+    ]
     assert set(documented) <= set(task)
     assert {"prefix_text", "suffix_text"} <= set(task["template"])
-    assert {"label", "count", "canonical_text", "canonical_token_ids", "canonical_share"} <= set(task["labels"][0])
+    assert {"label", "count", "canonical_text", "canonical_token_ids", "canonical_share"} <= set(
+        task["labels"][0]
+    )
     for key in documented:
         assert f"`{key}`" in DOC

@@ -15,16 +15,22 @@ training reviews): shorter texts, same gate."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the JITR loop on real reviews: detect, collect, search, train, shadow, serve")
+    p = sub.add_parser(
+        "demo", help="run the JITR loop on real reviews: detect, collect, search, train, shadow, serve"
+    )
     p.add_argument("--dataset", default="imdb", choices=["imdb", "rotten_tomatoes", "sst2"])
-    p.add_argument("--input", default=None, help="your own CSV or JSONL with a 'text' (and optional 'label') field")
+    p.add_argument(
+        "--input", default=None, help="your own CSV or JSONL with a 'text' (and optional 'label') field"
+    )
     p.add_argument("--quick", action="store_true", help="shorter texts and smaller phases: under 10 minutes")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--base-model", default=None, help="skip the model search and fine-tune this base model")
     p.add_argument("--serve-requests", type=int, default=None, help="requests to measure after the switch")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of traffic")
     p.add_argument("--out", default="demo-output", help="folder for the JSON report and the PNG timeline")
-    p.add_argument("--state-dir", default=None, help="Poodle state for this demo (default: a fresh temp folder)")
+    p.add_argument(
+        "--state-dir", default=None, help="Poodle state for this demo (default: a fresh temp folder)"
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -86,8 +92,13 @@ def run_demo(args: argparse.Namespace) -> int:
         for r, _, _ in run.replies:
             by[r.served_by] = by.get(r.served_by, 0) + 1
         last = run.events[-1] if run.events else None
-        t.add_row(str(len(run.replies)), str(by["llm"]), str(by["surrogate"]), str(by["error"]),
-                  f"{last.state}: {last.reason[:70]}" if last else "-")
+        t.add_row(
+            str(len(run.replies)),
+            str(by["llm"]),
+            str(by["surrogate"]),
+            str(by["error"]),
+            f"{last.state}: {last.reason[:70]}" if last else "-",
+        )
         return t
 
     with Live(console=console, refresh_per_second=2) as live:

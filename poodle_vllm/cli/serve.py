@@ -23,12 +23,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="launch vllm serve with Poodle enabled (prints the exact command)",
         epilog="Arguments after a lone `--` are passed to vllm serve unchanged.",
     )
-    p.add_argument("model", nargs="?", help="model folder or name (default: the prepared SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "model", nargs="?", help="model folder or name (default: the prepared SmolLM2-135M-Instruct)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8011)
     p.add_argument("--served-model-name", default="smollm2")
     p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--config", default="{}", help="Poodle config as JSON (the poodle section of --additional-config)")
+    p.add_argument(
+        "--config", default="{}", help="Poodle config as JSON (the poodle section of --additional-config)"
+    )
     p.add_argument("--plain", action="store_true", help="launch plain vLLM without Poodle (for comparisons)")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
     p.set_defaults(func=run_serve)
@@ -55,8 +59,15 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
     if spec.poodle is not None:
         paths.server_file.write_text(
-            json.dumps({"url": f"http://{spec.host}:{spec.port}", "pid": os.getpid(), "model": spec.served_model_name,
-                        "command": format_command(cmd, env)}, indent=2)
+            json.dumps(
+                {
+                    "url": f"http://{spec.host}:{spec.port}",
+                    "pid": os.getpid(),
+                    "model": spec.served_model_name,
+                    "command": format_command(cmd, env),
+                },
+                indent=2,
+            )
         )
     os.execvpe(cmd[0], cmd, {**os.environ, **env})
     return 1  # pragma: no cover - exec does not return

@@ -79,7 +79,12 @@ def collect_status(paths: PoodlePaths, api_key: str | None = None) -> dict[str, 
     return {
         "version": STATUS_VERSION,
         "time": time.time(),
-        "paths": {"home": str(paths.home), "models": str(paths.models), "store": str(paths.store), "state": str(paths.state)},
+        "paths": {
+            "home": str(paths.home),
+            "models": str(paths.models),
+            "store": str(paths.store),
+            "state": str(paths.state),
+        },
         "server": server_status(paths, api_key),
         "logs": log_status(paths),
         "registry": registry_status(paths),
@@ -105,8 +110,14 @@ def run_status(args: argparse.Namespace) -> int:
     reg = status["registry"]
     table = Table("task", "name", "state", "requests", "eligible", "labels")
     for t in reg["tasks"]:
-        table.add_row(t["task_id"], t["name"], t["state"], str(t["requests_seen"]), str(t["eligible_seen"]),
-                      ", ".join(f"{lab['label']}:{lab['count']}" for lab in t["labels"]))
+        table.add_row(
+            t["task_id"],
+            t["name"],
+            t["state"],
+            str(t["requests_seen"]),
+            str(t["eligible_seen"]),
+            ", ".join(f"{lab['label']}:{lab['count']}" for lab in t["labels"]),
+        )
     console.print(table)
     for offer in reg["offers"]:
         console.print(f"offer: task {offer.get('task_id')}: {json.dumps(offer, default=str)[:300]}")

@@ -23,7 +23,9 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = DevelopmentWorker(config, resolve_paths(config.home, config.state_dir))
     if args.once:
         report = worker.run_once()
-        print(json.dumps(dataclasses.asdict(report) if report else {"developed": None}, indent=2, default=str))
+        print(
+            json.dumps(dataclasses.asdict(report) if report else {"developed": None}, indent=2, default=str)
+        )
         return 0
     worker.run_forever()
     return 0

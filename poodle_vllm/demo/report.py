@@ -98,8 +98,12 @@ def summarize(run: DemoRun) -> dict[str, Any]:
         "requests": len(run.replies),
         "served_by_surrogate": len(sur),
         "llm": {**llm_acc, **llm_phase},
-        "surrogate": {**sur_acc, **sur_phase, "version": surrogate.get("version"),
-                      "base_model": (surrogate.get("metrics") or {}).get("base_model")},
+        "surrogate": {
+            **sur_acc,
+            **sur_phase,
+            "version": surrogate.get("version"),
+            "base_model": (surrogate.get("metrics") or {}).get("base_model"),
+        },
         "audits": {**_accuracy([(normalize_answer(r.text), it.gold) for r, it in audits]), "live": audit},
         "agreement_shadow": gate.get("agreement"),
         "gate": gate,
@@ -129,7 +133,14 @@ def write_timeline_png(run: DemoRun, path: Path) -> None:
     for ev in run.events:
         if ev.t >= t0:
             ax.axvline(ev.t - t0, color="grey", lw=0.8, ls="--")
-            ax.text(ev.t - t0, ax.get_ylim()[1] if ax.has_data() else 1, ev.state, rotation=90, va="top", fontsize=7)
+            ax.text(
+                ev.t - t0,
+                ax.get_ylim()[1] if ax.has_data() else 1,
+                ev.state,
+                rotation=90,
+                va="top",
+                fontsize=7,
+            )
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the first request")
     ax.set_ylabel("latency (ms)")

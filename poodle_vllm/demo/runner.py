@@ -151,7 +151,12 @@ class DemoRun:
 class Demo:
     """Runs the demo; ``on_update`` receives the run after every batch (for the live display)."""
 
-    def __init__(self, settings: DemoSettings, paths: PoodlePaths, on_update: Callable[[DemoRun, str], None] | None = None):
+    def __init__(
+        self,
+        settings: DemoSettings,
+        paths: PoodlePaths,
+        on_update: Callable[[DemoRun, str], None] | None = None,
+    ):
         self.settings = settings
         self.paths = paths
         self.on_update = on_update or (lambda run, msg: None)
@@ -172,7 +177,9 @@ class Demo:
             return None, "observing"
         task = max(tasks, key=lambda t: t.requests_seen)
         for ev in reg.events(task.task_id):
-            if ev.get("to_state") and not any(e.t == ev["ts"] and e.state == ev["to_state"] for e in self.run.events):
+            if ev.get("to_state") and not any(
+                e.t == ev["ts"] and e.state == ev["to_state"] for e in self.run.events
+            ):
                 self.run.events.append(Event(ev["ts"], task.task_id, ev["to_state"], ev.get("reason") or ""))
         return task.task_id, task.state
 
@@ -182,7 +189,9 @@ class Demo:
         self.paths.ensure()
         spec = ServerSpec(model=model, port=s.port or free_port(), poodle=s.poodle_config(self.paths.state))
         server = ServerProcess(spec, log_path, self.paths)
-        self.on_update(self.run, f"starting vllm serve with Poodle on {spec.host}:{spec.port} (log: {log_path})")
+        self.on_update(
+            self.run, f"starting vllm serve with Poodle on {spec.host}:{spec.port} (log: {log_path})"
+        )
         t0 = time.time()
         server.start(timeout_s=900)
         self.run.server_start_s = time.time() - t0
@@ -213,7 +222,10 @@ class Demo:
             batch = items[pos : pos + concurrency * 4]
             pos += len(batch)
             result = run_chat_load(
-                url, [sentiment_prompt(it.text) for it in batch], concurrency=concurrency, max_tokens=16,
+                url,
+                [sentiment_prompt(it.text) for it in batch],
+                concurrency=concurrency,
+                max_tokens=16,
                 start_index=pos - len(batch),
             )
             for reply, item in zip(result.replies, batch, strict=True):

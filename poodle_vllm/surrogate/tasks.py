@@ -47,7 +47,9 @@ class LiveTask:
             for label, info in self.metadata.canonical_answers.items()
         }
         self.model = SurrogateModel.load(path)
-        self.predictor = BatchingPredictor(self.model, max_batch=config.max_batch, window_ms=config.batch_window_ms)
+        self.predictor = BatchingPredictor(
+            self.model, max_batch=config.max_batch, window_ms=config.batch_window_ms
+        )
         self.gate = ShadowGate(config, list(self.metadata.label_names))
         self.audit = RollingAgreement.from_config(config)
         self.reference_confidences: list[float] = []
@@ -163,7 +165,9 @@ class LiveTaskSet:
         if state in (TaskState.COLLECTING.value, TaskState.FALLBACK.value):
             fresh = task.eligible_seen - int(stored.extra.get("labels_at_reset", 0))
             if fresh >= self.config.min_train_items:
-                registry.set_state(task.task_id, TaskState.READY.value, f"{fresh} fresh eligible labelled requests")
+                registry.set_state(
+                    task.task_id, TaskState.READY.value, f"{fresh} fresh eligible labelled requests"
+                )
 
     def refresh(self, registry: Any) -> None:
         """Load, reload or drop surrogates to match the registry's states and active versions."""
@@ -251,7 +255,10 @@ class LiveTaskSet:
         }
 
     def describe(self) -> dict[str, Any]:
-        return {tid: {"state": t.state, "version": t.version, "served": t.served} for tid, t in self._tasks.items()}
+        return {
+            tid: {"state": t.state, "version": t.version, "served": t.served}
+            for tid, t in self._tasks.items()
+        }
 
     def close(self) -> None:
         for t in self._tasks.values():

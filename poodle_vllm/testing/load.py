@@ -115,7 +115,9 @@ async def run_chat_load_async(
 ) -> LoadResult:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url.rstrip("/") + "/v1", api_key=api_key, timeout=timeout_s, max_retries=0)
+    client = AsyncOpenAI(
+        base_url=base_url.rstrip("/") + "/v1", api_key=api_key, timeout=timeout_s, max_retries=0
+    )
     sem = asyncio.Semaphore(concurrency)
     kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
     if extra_body:

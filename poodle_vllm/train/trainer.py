@@ -180,7 +180,9 @@ class SurrogateTrainer:
             head.weight.copy_(torch.tensor(weight, dtype=head.weight.dtype))
             if head.bias is not None:
                 head.bias.copy_(torch.tensor(bias, dtype=head.bias.dtype))
-        logger.info("classifier head initialised by a linear probe (train accuracy %.3f)", clf.score(x, list(targets)))
+        logger.info(
+            "classifier head initialised by a linear probe (train accuracy %.3f)", clf.score(x, list(targets))
+        )
 
     def _eval_encoded(self, encoded: Sequence[Sequence[int]], targets: Sequence[int]) -> EvalResult:
         logits = self._logits(encoded)
@@ -301,7 +303,9 @@ class SurrogateTrainer:
                 return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
             if args.head_init == "linear_probe":
-                self._init_head_by_linear_probe([encoded[i] for i in train_idx], [targets[i] for i in train_idx])
+                self._init_head_by_linear_probe(
+                    [encoded[i] for i in train_idx], [targets[i] for i in train_idx]
+                )
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
             loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
             rng = random.Random(args.seed)

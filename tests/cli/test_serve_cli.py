@@ -12,17 +12,36 @@ from poodle_vllm.launcher import ServerSpec, build_command
 
 
 def test_dry_run_prints_the_vllm_command(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    rc = main(["serve", str(tmp_path), "--port", "8123", "--config", '{"worker": false}', "--dry-run",
-               "--", "--max-num-seqs", "4"])
+    rc = main(
+        [
+            "serve",
+            str(tmp_path),
+            "--port",
+            "8123",
+            "--config",
+            '{"worker": false}',
+            "--dry-run",
+            "--",
+            "--max-num-seqs",
+            "4",
+        ]
+    )
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     argv = shlex.split(line)
-    env = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-") and a.split("=")[0].isupper())
+    env = dict(
+        a.split("=", 1) for a in argv if "=" in a and not a.startswith("-") and a.split("=")[0].isupper()
+    )
     assert "poodle_endpoints" in env["VLLM_PLUGINS"].split(",")
-    cmd = argv[len(env):]
+    cmd = argv[len(env) :]
     assert cmd[1:3] == ["serve", str(tmp_path)]
-    for flag, value in (("--host", "127.0.0.1"), ("--port", "8123"), ("--block-size", "32"), ("--dtype", "float32"),
-                        ("--scheduler-cls", "poodle_vllm.integration.vllm.scheduler.PoodleScheduler")):
+    for flag, value in (
+        ("--host", "127.0.0.1"),
+        ("--port", "8123"),
+        ("--block-size", "32"),
+        ("--dtype", "float32"),
+        ("--scheduler-cls", "poodle_vllm.integration.vllm.scheduler.PoodleScheduler"),
+    ):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--enforce-eager" in cmd and cmd[-2:] == ["--max-num-seqs", "4"]
     cfg = json.loads(cmd[cmd.index("--additional-config") + 1])["poodle"]
@@ -39,7 +58,9 @@ def test_plain_spec_has_no_poodle() -> None:
     assert "--scheduler-cls" not in cmd and "VLLM_PLUGINS" not in env
 
 
-def test_unwritable_state_dir_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch) -> None:
+def test_unwritable_state_dir_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("POODLE_STATE_DIR", str(blocker / "state"))

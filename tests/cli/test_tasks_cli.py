@@ -58,7 +58,10 @@ def test_tasks_list_and_show_json(state_dir, capsys):
     assert payload["version"] == "1"
     tasks = payload["tasks"]
     assert [t["task_id"] for t in tasks] == ["f00dbeef", "c0ffee00"]
-    assert tasks[0]["state"] == "offered" and [lab["label"] for lab in tasks[0]["labels"]] == ["positive", "negative"]
+    assert tasks[0]["state"] == "offered" and [lab["label"] for lab in tasks[0]["labels"]] == [
+        "positive",
+        "negative",
+    ]
     assert tasks[0]["requests_seen"] == 42
     detail = run_json(capsys, "tasks", "show", "imdb-sentiment", "--json")
     assert detail["template"] == "Classify the sentiment.\nReview: {{SLOT}}\nAnswer:"

@@ -36,29 +36,42 @@ def _records(state, flush_wait: float = 3.0):
 def test_foundation_requests_are_answered_and_logged(poodle_server, e2e_state) -> None:
     client = _client(poodle_server)
     chat = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        temperature=0, max_tokens=12,
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=12,
     )
     assert "Paris" in chat.choices[0].message.content
-    comp = client.completions.create(model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=5)
+    comp = client.completions.create(
+        model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=5
+    )
     assert comp.choices[0].text.strip()
-    chunks = list(client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Name a colour."}], temperature=0, max_tokens=8,
-        stream=True,
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Name a colour."}],
+            temperature=0,
+            max_tokens=8,
+            stream=True,
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed
 
     async def aborted() -> None:
         from openai import AsyncOpenAI
 
-        aclient = AsyncOpenAI(base_url=poodle_server.base_url + "/v1", api_key="EMPTY", max_retries=0, timeout=0.5)
+        aclient = AsyncOpenAI(
+            base_url=poodle_server.base_url + "/v1", api_key="EMPTY", max_retries=0, timeout=0.5
+        )
         import openai
 
         with pytest.raises((openai.APITimeoutError, openai.APIConnectionError)):
             await aclient.chat.completions.create(
-                model="smollm2", messages=[{"role": "user", "content": "Write a long story about a dog."}],
-                temperature=0, max_tokens=400,
+                model="smollm2",
+                messages=[{"role": "user", "content": "Write a long story about a dog."}],
+                temperature=0,
+                max_tokens=400,
             )
         await aclient.close()
 
@@ -122,21 +135,36 @@ def test_templated_stream_leads_to_a_served_surrogate(poodle_server, e2e_state) 
 
     client = _client(poodle_server)
     prompt = sentiment_prompt(texts[pos + 30])
-    chunks = list(client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=16, stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text in canonical
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
 
     # The same template under another tenant (cache_salt) is another task: never the surrogate.
-    other = run_chat_load(url, [sentiment_prompt(t) for t in texts[pos + 40 : pos + 44]], concurrency=4,
-                          extra_body={"cache_salt": "tenant-b"})
+    other = run_chat_load(
+        url,
+        [sentiment_prompt(t) for t in texts[pos + 40 : pos + 44]],
+        concurrency=4,
+        extra_body={"cache_salt": "tenant-b"},
+    )
     assert all(r.served_by == "llm" for r in other.replies)
     # Logprobs are never fabricated: such requests go to the LLM.
-    lp = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": prompt}],
-                                        temperature=0, max_tokens=16, logprobs=True)
+    lp = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": prompt}],
+        temperature=0,
+        max_tokens=16,
+        logprobs=True,
+    )
     assert not (lp.model_extra.get("kv_transfer_params") or {}).get("poodle_served_by")
     assert lp.choices[0].logprobs is not None
 

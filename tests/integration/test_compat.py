@@ -27,10 +27,22 @@ def test_private_touch_points_exist() -> None:
     from vllm.v1.engine.core import EngineCore
     from vllm.v1.request import Request
 
-    for name in ("add_request", "finish_requests", "_free_request", "update_from_output", "schedule",
-                 "has_requests", "get_num_unfinished_requests", "shutdown"):
+    for name in (
+        "add_request",
+        "finish_requests",
+        "_free_request",
+        "update_from_output",
+        "schedule",
+        "has_requests",
+        "get_num_unfinished_requests",
+        "shutdown",
+    ):
         assert hasattr(Scheduler, name), name
-    assert list(inspect.signature(Scheduler._free_request).parameters)[:3] == ["self", "request", "delay_free_blocks"]
+    assert list(inspect.signature(Scheduler._free_request).parameters)[:3] == [
+        "self",
+        "request",
+        "delay_free_blocks",
+    ]
     assert {"request_id", "new_token_ids", "finish_reason", "stop_reason", "prefill_stats"} <= set(
         EngineCoreOutput.__struct_fields__
     )
@@ -57,15 +69,24 @@ def test_external_request_id() -> None:
 def test_plugin_allow_list_keeps_other_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     allow = compat.plugin_allow_list(None).split(",")
     assert "poodle" in allow and "poodle_endpoints" in allow
-    general = [ep.name for ep in __import__("importlib.metadata").metadata.entry_points(group="vllm.general_plugins")]
+    general = [
+        ep.name for ep in __import__("importlib.metadata").metadata.entry_points(group="vllm.general_plugins")
+    ]
     assert set(general) <= set(allow)
     assert compat.plugin_allow_list("mine").split(",") == ["mine", "poodle", "poodle_endpoints"]
 
 
 def test_apply_plugin_flag_sets_poodle_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VLLM_PLUGINS", raising=False)
-    args = argparse.Namespace(plugin=["poodle"], scheduler_cls=None, additional_config={}, block_size=None,
-                              dtype="auto", enforce_eager=False, host=None)
+    args = argparse.Namespace(
+        plugin=["poodle"],
+        scheduler_cls=None,
+        additional_config={},
+        block_size=None,
+        dtype="auto",
+        enforce_eager=False,
+        host=None,
+    )
     changes = compat.apply_plugin_flag(args)
     assert args.scheduler_cls == compat.SCHEDULER_CLS
     assert args.additional_config == {"poodle": {}}

@@ -29,8 +29,9 @@ def dec(ids: list[int]) -> str:
 
 
 def make_router(tmp_path: Path, **serving) -> TaskRouter:
-    cfg = load_config({"detection": {"min_requests": 4}, "serving": {"min_train_items": 10, **serving},
-                       "worker": False})
+    cfg = load_config(
+        {"detection": {"min_requests": 4}, "serving": {"min_train_items": 10, **serving}, "worker": False}
+    )
     router = TaskRouter(cfg, resolve_paths(state=tmp_path), model="m", block_size=16, start_threads=False)
     router.decode_raw = dec  # type: ignore[method-assign]
     router.decode_output = dec  # type: ignore[method-assign]
@@ -44,9 +45,17 @@ def record(i: int, rng: random.Random, salt: str | None = None) -> RequestRecord
     text = PREFIX + review + SUFFIX
     answer = "positive" if rng.random() < 0.5 else "negative"
     return RequestRecord(
-        request_id=f"r{i}", arrival_time=time.time(), finish_time=time.time(), prompt_token_ids=enc(text),
-        output_token_ids=enc(answer), finish_reason="stop", prompt_text=text, output_text=answer,
-        block_size=16, sampling=SamplingInfo(temperature=0.0), cache_salt=salt,
+        request_id=f"r{i}",
+        arrival_time=time.time(),
+        finish_time=time.time(),
+        prompt_token_ids=enc(text),
+        output_token_ids=enc(answer),
+        finish_reason="stop",
+        prompt_text=text,
+        output_text=answer,
+        block_size=16,
+        sampling=SamplingInfo(temperature=0.0),
+        cache_salt=salt,
     )
 
 
@@ -75,7 +84,10 @@ def detected_router(tmp_path: Path, **serving) -> tuple[TaskRouter, str]:
     router = make_router(tmp_path, **serving)
     rng = random.Random(0)
     for i in range(30):
-        router.observe(record(i, rng), router.on_arrival(ArrivingRequest(f"r{i}", record(i, random.Random(i)).prompt_token_ids)))
+        router.observe(
+            record(i, rng),
+            router.on_arrival(ArrivingRequest(f"r{i}", record(i, random.Random(i)).prompt_token_ids)),
+        )
     router.sync_once()
     tasks = router.registry.list_tasks()
     assert len(tasks) == 1
@@ -84,8 +96,13 @@ def detected_router(tmp_path: Path, **serving) -> tuple[TaskRouter, str]:
 
 def arrival(i: int, salt: str | None = None, **sampling) -> ArrivingRequest:
     rec = record(i, random.Random(1000 + i), salt)
-    return ArrivingRequest(f"a{i}", rec.prompt_token_ids, cache_salt=salt, prompt_text=rec.prompt_text,
-                           sampling=SamplingInfo(temperature=0.0, **sampling))
+    return ArrivingRequest(
+        f"a{i}",
+        rec.prompt_token_ids,
+        cache_salt=salt,
+        prompt_text=rec.prompt_text,
+        sampling=SamplingInfo(temperature=0.0, **sampling),
+    )
 
 
 def test_detection_reaches_registry_and_ready(tmp_path: Path) -> None:

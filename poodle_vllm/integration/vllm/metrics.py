@@ -43,21 +43,34 @@ class PoodleCollector:
             logger.exception("poodle: metrics scrape could not read the registry")
             return
         price = LLM_PRICES[self.price_key]
-        requests = CounterMetricFamily("poodle_requests", "Finished requests by task and by who served them",
-                                       labels=["task", "served_by"])
-        saved = CounterMetricFamily("poodle_estimated_savings_usd",
-                                    f"LLM cost avoided by surrogate answers at {price.name} list prices",
-                                    labels=["task"])
-        state = GaugeMetricFamily("poodle_task_state", "1 for the task's current lifecycle state",
-                                  labels=["task", "state"])
-        agreement = GaugeMetricFamily("poodle_agreement", "Surrogate agreement with the LLM (shadow gate / audits)",
-                                      labels=["task", "phase"])
+        requests = CounterMetricFamily(
+            "poodle_requests",
+            "Finished requests by task and by who served them",
+            labels=["task", "served_by"],
+        )
+        saved = CounterMetricFamily(
+            "poodle_estimated_savings_usd",
+            f"LLM cost avoided by surrogate answers at {price.name} list prices",
+            labels=["task"],
+        )
+        state = GaugeMetricFamily(
+            "poodle_task_state", "1 for the task's current lifecycle state", labels=["task", "state"]
+        )
+        agreement = GaugeMetricFamily(
+            "poodle_agreement",
+            "Surrogate agreement with the LLM (shadow gate / audits)",
+            labels=["task", "phase"],
+        )
         for t in tasks:
             state.add_metric([t.task_id, t.state], 1.0)
             for served_by in ("llm", "surrogate"):
-                requests.add_metric([t.task_id, served_by], float(counters.get(f"task:{t.task_id}:{served_by}", 0)))
-            usd = (counters.get(f"task:{t.task_id}:saved_prompt_tokens", 0) * price.input_per_m
-                   + counters.get(f"task:{t.task_id}:saved_output_tokens", 0) * price.output_per_m) / 1e6
+                requests.add_metric(
+                    [t.task_id, served_by], float(counters.get(f"task:{t.task_id}:{served_by}", 0))
+                )
+            usd = (
+                counters.get(f"task:{t.task_id}:saved_prompt_tokens", 0) * price.input_per_m
+                + counters.get(f"task:{t.task_id}:saved_output_tokens", 0) * price.output_per_m
+            ) / 1e6
             saved.add_metric([t.task_id], usd)
             snap = live.get(t.task_id) or {}
             if snap.get("gate"):
@@ -66,7 +79,9 @@ class PoodleCollector:
                 agreement.add_metric([t.task_id, "audit"], float(snap["audit"].get("agreement", 0.0)))
         fallbacks = CounterMetricFamily("poodle_fallbacks", "Automatic fallbacks to the LLM")
         fallbacks.add_metric([], float(global_counters.get("fallbacks", 0)))
-        errors = CounterMetricFamily("poodle_hook_errors", "Exceptions inside Poodle's hooks (request served by the LLM)")
+        errors = CounterMetricFamily(
+            "poodle_hook_errors", "Exceptions inside Poodle's hooks (request served by the LLM)"
+        )
         errors.add_metric([], float(counters.get("hook_errors", 0) + counters.get("surrogate_errors", 0)))
         yield from (requests, saved, state, agreement, fallbacks, errors)
 

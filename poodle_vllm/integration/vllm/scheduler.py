@@ -34,7 +34,9 @@ class PoodleScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._router: Any = None
-        self._held: dict[str, tuple[Any, Any]] = {}  # request id -> (request, decision): awaiting the surrogate
+        self._held: dict[
+            str, tuple[Any, Any]
+        ] = {}  # request id -> (request, decision): awaiting the surrogate
         self._answers: list[tuple[Any, list[int], Any]] = []  # ready to emit this step
         self._decisions: dict[str, Any] = {}  # LLM-answered requests with a shadow/audit prediction
         self._served_by: dict[str, str] = {}
@@ -71,7 +73,11 @@ class PoodleScheduler(Scheduler):
 
     def add_request(self, request: Any) -> None:
         router = self._router
-        if router is None or request.request_id in self.requests or not compat.is_plain_text_generation(request):
+        if (
+            router is None
+            or request.request_id in self.requests
+            or not compat.is_plain_text_generation(request)
+        ):
             super().add_request(request)
             return
         decision = None
