@@ -63,7 +63,9 @@ def choose_base_model(
     from poodle_vllm.search.search import search_models
 
     n = min(len(texts), dev.search_items)
-    cfg = SearchConfig(max_latency_ms=dev.max_latency_ms, max_parameters=dev.max_parameters)
+    cfg = SearchConfig(
+        max_latency_ms=dev.max_latency_ms, max_parameters=dev.max_parameters, kinds=dev.search_kinds
+    )
     result = search_models(texts[:n], labels[:n], catalog, cfg, task_name=task.name, task_id=task.task_id)
     if result.best is None:
         raise RuntimeError(f"model search found no usable candidate (excluded: {result.excluded})")
