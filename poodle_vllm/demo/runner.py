@@ -57,7 +57,7 @@ class DemoSettings:
                 "min_train_items": 400 if self.quick else 1000,
                 "shadow_requests": 100 if self.quick else 300,
                 "shadow_min_per_label": 20 if self.quick else 40,
-                "gate_target": 0.70,
+                "gate_target": 0.60,
                 "audit_fraction": 0.1,
             },
             "development": {
