@@ -128,6 +128,21 @@ def test_templated_stream_leads_to_a_served_surrogate(poodle_server, e2e_state) 
     reg = Registry(resolve_paths(state=e2e_state).registry)
     task = max(reg.list_tasks(), key=lambda t: t.requests_seen)
     canonical = {lab.canonical_text for lab in task.labels}
+    # What an operator sees: `poodle tasks --json` lists the task with template, slot and labels.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "poodle_vllm.cli.main", "tasks", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"POODLE_STATE_DIR": str(e2e_state), "PATH": "/usr/bin:/bin"},
+    )
+    listed = {t["task_id"]: t for t in json.loads(out.stdout)["tasks"]}[task.task_id]
+    assert "Classify the sentiment" in listed["template"]["prefix_text"]
+    assert {"negative", "positive"} <= {lab["label"] for lab in listed["labels"]}
+    assert listed["state"] == "serving"
     served = run_chat_load(url, [sentiment_prompt(t) for t in texts[pos : pos + 24]], concurrency=8)
     by_surrogate = [r for r in served.replies if r.served_by == "surrogate"]
     assert len(by_surrogate) >= 20
