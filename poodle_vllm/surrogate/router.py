@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,7 +196,7 @@ class TaskRouter:
         if blocker:
             self.counters[f"llm_{blocker}"] += 1
             return RouteDecision(task_id=task_id, reason=blocker)
-        slot_text = self._slot_text(task_id, req, match[1])
+        slot_text = self._slot_text(task_id, req)
         if slot_text is None:
             self.counters["llm_no_slot"] += 1
             return RouteDecision(task_id=task_id, reason="no_slot")
@@ -235,7 +234,7 @@ class TaskRouter:
             return "temperature"
         return None
 
-    def _slot_text(self, task_id: str, req: ArrivingRequest, slot_ids: list[int]) -> str | None:
+    def _slot_text(self, task_id: str, req: ArrivingRequest) -> str | None:
         from poodle_vllm.core.template import extract_slot_text
 
         template = self._templates.get(task_id)
@@ -371,5 +370,4 @@ class TaskRouter:
         }
 
 
-DecodeFn = Callable[[list[int]], str]
 __all__ = ["ArrivingRequest", "RouteDecision", "TaskRouter", "LiveTask", "LiveTaskSet"]

@@ -28,6 +28,18 @@ MIN_DRIFT_REFERENCE = 30
 """Shadow-phase confidences needed before drift can be judged against them."""
 
 
+def reset_fresh_labels(registry: Any, task_id: str, **extra: Any) -> None:
+    """Fresh labels are needed before the next training round: remember where they start.
+
+    ``store_detected`` moves the task to ready once ``min_train_items`` eligible labels arrived
+    after this mark (gate failure, fallback, failed development). ``extra`` is stored beside it.
+    """
+    task = registry.get_task(task_id)
+    if task is not None:
+        task.extra.update(labels_at_reset=task.eligible_seen, **extra)
+        registry.upsert_task(task)
+
+
 class LiveTask:
     """One task's loaded surrogate and monitors (engine process)."""
 
@@ -216,7 +228,7 @@ class LiveTaskSet:
                 if nxt == TaskState.SHADOW:
                     continue
                 if nxt == TaskState.COLLECTING:
-                    self._reset_labels(registry, task_id)
+                    reset_fresh_labels(registry, task_id)
                     registry.set_state(task_id, nxt.value, "shadow gate failed: " + "; ".join(report.reasons))
                 else:
                     registry.save_offer(task_id, self._offer(live, report.to_dict()))
@@ -229,18 +241,10 @@ class LiveTaskSet:
                 elif snap["drift"] and snap["drift"].get("drifted"):
                     reason = "input drift confirmed: " + str(snap["drift"].get("reason"))
                 if reason:
-                    self._reset_labels(registry, task_id)
+                    reset_fresh_labels(registry, task_id)
                     registry.set_state(task_id, TaskState.FALLBACK.value, reason)
                     registry.increment_counter("fallbacks", 1)
                     live.state = TaskState.FALLBACK.value
-
-    @staticmethod
-    def _reset_labels(registry: Any, task_id: str) -> None:
-        """Fresh labels are needed before the next training round: remember where they start."""
-        task = registry.get_task(task_id)
-        if task is not None:
-            task.extra["labels_at_reset"] = task.eligible_seen
-            registry.upsert_task(task)
 
     def _offer(self, live: LiveTask, gate: dict[str, Any]) -> dict[str, Any]:
         meta = live.metadata

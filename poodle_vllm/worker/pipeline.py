@@ -196,13 +196,12 @@ class DevelopmentWorker:
             return None
 
     def _record_failure(self, task_id: str, exc: Exception) -> None:
+        from poodle_vllm.surrogate.tasks import reset_fresh_labels
+
         self.registry.increment_counter("worker_failures", 1)
-        task = self.registry.get_task(task_id)
-        if task is None:
+        if self.registry.get_task(task_id) is None:
             return
-        task.extra["labels_at_reset"] = task.eligible_seen
-        task.extra["last_failure"] = f"{type(exc).__name__}: {exc}"
-        self.registry.upsert_task(task)
+        reset_fresh_labels(self.registry, task_id, last_failure=f"{type(exc).__name__}: {exc}")
         self.registry.set_state(
             task_id, TaskState.COLLECTING.value, f"development failed: {type(exc).__name__}: {exc}"
         )
