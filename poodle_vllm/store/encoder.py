@@ -78,6 +78,8 @@ def load_encoder(path: str | os.PathLike[str]) -> LoadedEncoder:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from poodle_vllm.train.heads import load_encoder_of_classifier
+
     set_torch_threads()
     t0 = time.perf_counter()
     verbosity = hf_logging.get_verbosity()
@@ -85,7 +87,10 @@ def load_encoder(path: str | os.PathLike[str]) -> LoadedEncoder:
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
+        # A task-tuned zoo member saved with Poodle's mean-pooling head has its own model_type.
+        model = load_encoder_of_classifier(path)
+        if model is None:
+            model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
     model.eval()

@@ -56,6 +56,8 @@ def is_encoder_folder(path: str | os.PathLike[str]) -> bool:
     return "CausalLM" not in archs and data.get("model_type") in {
         "bert",
         "mpnet",
+        "poodle_bert_meanpool",  # Poodle's own fine-tunes (train/modeling.py)
+        "poodle_mpnet_meanpool",
         "roberta",
         "distilbert",
         "xlm-roberta",

@@ -27,6 +27,7 @@ from poodle_vllm.train.args import TrainingArguments
 from poodle_vllm.train.artifact import SurrogateMetadata, write_artifact
 from poodle_vllm.train.calibration import CalibrationResult, fit_temperature, nll, softmax
 from poodle_vllm.train.data import stratified_split
+from poodle_vllm.train.heads import build_classifier, save_classifier, uses_mean_pooling
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class SurrogateTrainer:
     def _init_head_by_linear_probe(self, encoded: Sequence[Sequence[int]], targets: Sequence[int]) -> None:
         """Set the classifier from a logistic regression on the frozen pooled outputs.
 
-        Skipped (with a log line) for heads other than one linear layer over the pooler output.
+        Skipped (with a log line) for heads other than one linear layer over the pooled output.
         """
         import torch
         from sklearn.linear_model import LogisticRegression
@@ -157,7 +158,13 @@ class SurrogateTrainer:
             for b in range(0, len(encoded), 32):
                 input_ids, mask = collate(list(encoded[b : b + 32]), self._pad_id())
                 out = base(input_ids=input_ids, attention_mask=mask)
-                pooled = getattr(out, "pooler_output", None)
+                pooled: Any
+                if uses_mean_pooling(self.model):
+                    from poodle_vllm.train.modeling import masked_mean
+
+                    pooled = masked_mean(out.last_hidden_state, mask)
+                else:
+                    pooled = getattr(out, "pooler_output", None)
                 if pooled is None:
                     logger.info("linear-probe head init skipped: the encoder has no pooler")
                     self.model.train()
@@ -218,7 +225,7 @@ class SurrogateTrainer:
     ) -> TrainResult:
         """Fine-tune ``base_model_dir`` on ``(texts, labels)``; the best-on-validation weights are kept."""
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         args = self.args
         if len(texts) != len(labels):
@@ -249,13 +256,7 @@ class SurrogateTrainer:
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()
             try:
-                self.model = AutoModelForSequenceClassification.from_pretrained(
-                    base_model_dir,
-                    num_labels=len(names),
-                    id2label=dict(enumerate(names)),
-                    label2id=label_index,
-                    ignore_mismatched_sizes=True,
-                )
+                self.model = build_classifier(base_model_dir, names, args.pooling)
             finally:
                 hf_logging.set_verbosity(verbosity)
             if self.model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
@@ -516,7 +517,7 @@ class SurrogateTrainer:
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.model.save_pretrained(folder, safe_serialization=True)
+            save_classifier(self.model, folder)
             self.tokenizer.save_pretrained(folder)
         finally:
             if bars:

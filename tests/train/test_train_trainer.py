@@ -81,7 +81,7 @@ def test_save_reloads_with_plain_transformers(trained, tmp_path):
     assert meta.max_length == 32 and meta.training_items == result.train_items
 
     texts, _ = toy_sentiment_examples(20, seed=5)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(path)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     with torch.inference_mode():
