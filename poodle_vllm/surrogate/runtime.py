@@ -66,10 +66,23 @@ def collate(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     return input_ids, mask
 
 
+def _fused_head(model: Any) -> tuple[Any, Any] | None:
+    """``(weight, bias)`` of a mean-pooling classifier's head, which ``ops.pool_classify`` fuses
+    with the pooling (a Triton kernel on a GPU, its torch reference elsewhere); None otherwise."""
+    from poodle_vllm.train.heads import uses_mean_pooling
+
+    if not uses_mean_pooling(model) or model.training:
+        return None  # in training the head's dropout must run: use the module's own forward
+    return model.classifier.weight, model.classifier.bias
+
+
 def batched_logits(model: Any, encoded: Sequence[Sequence[int]], pad_id: int, batch_size: int) -> np.ndarray:
     """Logits for pre-tokenized inputs in original order; batches are built by length to cut padding."""
     import torch
 
+    from poodle_vllm.ops import dispatch
+
+    head = _fused_head(model)
     n = len(encoded)
     if n == 0:
         return np.zeros((0, int(model.config.num_labels)), dtype=np.float32)
@@ -79,7 +92,11 @@ def batched_logits(model: Any, encoded: Sequence[Sequence[int]], pad_id: int, ba
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             input_ids, mask = collate([encoded[i] for i in idx], pad_id)
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            if head is not None:
+                hidden = model.encode(input_ids, mask).last_hidden_state
+                logits, _ = dispatch.pool_classify(hidden, mask, head[0], head[1])
+            else:
+                logits = model(input_ids=input_ids, attention_mask=mask).logits
             out[idx] = logits.float().cpu().numpy()
     return out
 
@@ -125,16 +142,17 @@ class SurrogateModel:
     def load(cls, path: str | Path, num_threads: int | None = None) -> SurrogateModel:
         """Load a surrogate folder (HF model + tokenizer, ``poodle.json`` when present)."""
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from poodle_vllm.train.artifact import METADATA_FILE, load_metadata
+        from poodle_vllm.train.heads import load_classifier
 
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"surrogate folder {path} does not exist")
         if num_threads:
             torch.set_num_threads(num_threads)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = load_classifier(path)
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         if (path / METADATA_FILE).exists():
