@@ -75,10 +75,10 @@ class LoadedEncoder:
 def load_encoder(path: str | os.PathLike[str]) -> LoadedEncoder:
     """Load the bare encoder (any task head in the checkpoint is dropped) in eval mode, fp32."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    from poodle_vllm.train.heads import load_encoder_of_classifier
+    from poodle_vllm.train.heads import load_encoder_of_classifier, load_tokenizer
 
     set_torch_threads()
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def load_encoder(path: str | os.PathLike[str]) -> LoadedEncoder:
     hf_logging.set_verbosity_error()  # head weights "not used" warnings are expected here
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(path)
         # A task-tuned zoo member saved with Poodle's mean-pooling head has its own model_type.
         model = load_encoder_of_classifier(path)
         if model is None:

@@ -112,7 +112,9 @@ def make_random_control(
 ) -> ModelEntry:
     """A randomly initialised encoder with ``like_id``'s config and tokenizer (lower-bound control)."""
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
+
+    from poodle_vllm.train.heads import load_tokenizer
 
     like = catalog.get(like_id)
     assert like.path is not None
@@ -122,7 +124,7 @@ def make_random_control(
     out = models_dir(catalog) / new_id
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(like.path).save_pretrained(str(out))
+    load_tokenizer(like.path).save_pretrained(str(out))
     recipe = {"method": "random-init", "config_of": like_id, "seed": seed, "torch": torch.__version__}
     return add_model(
         catalog, out, model_id=new_id, kind="random", overwrite=True, measure=measure, base_model=like_id, task_tags=["none"],

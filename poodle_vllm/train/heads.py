@@ -31,6 +31,18 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return data
 
 
+def load_tokenizer(folder: str | os.PathLike[str]) -> Any:
+    """``AutoTokenizer`` for any model folder, Poodle's own included, without running remote code.
+
+    AutoTokenizer reads the folder's config first; for a mean-pooling surrogate that config's
+    class lives in the folder's code, and transformers would ask (interactively) whether to run it.
+    The tokenizer does not need it, so refuse and let transformers fall back to the plain config.
+    """
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+
+
 def mean_pool_class(model_type: str) -> Any:
     """The mean-pooling classifier class for an encoder type (None: not supported)."""
     from poodle_vllm.train import modeling

@@ -27,7 +27,7 @@ from poodle_vllm.train.args import TrainingArguments
 from poodle_vllm.train.artifact import SurrogateMetadata, write_artifact
 from poodle_vllm.train.calibration import CalibrationResult, fit_temperature, nll, softmax
 from poodle_vllm.train.data import stratified_split
-from poodle_vllm.train.heads import build_classifier, save_classifier, uses_mean_pooling
+from poodle_vllm.train.heads import build_classifier, load_tokenizer, save_classifier, uses_mean_pooling
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +225,6 @@ class SurrogateTrainer:
     ) -> TrainResult:
         """Fine-tune ``base_model_dir`` on ``(texts, labels)``; the best-on-validation weights are kept."""
         import torch
-        from transformers import AutoTokenizer
-
         args = self.args
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
@@ -247,7 +245,7 @@ class SurrogateTrainer:
             self.label_names = names
             self.temperature = 1.0
             label_index = {n: i for i, n in enumerate(names)}
-            self.tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+            self.tokenizer = load_tokenizer(base_model_dir)
             # Seeded just before construction so the new classifier head is reproducible.
             torch.manual_seed(args.seed)
             from transformers.utils import logging as hf_logging

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from poodle_vllm.surrogate.runtime import batched_logits, collate
-from poodle_vllm.train.heads import build_classifier, load_classifier, save_classifier, saved_head_class
+from poodle_vllm.train.heads import (
+    build_classifier,
+    load_classifier,
+    load_tokenizer,
+    save_classifier,
+    saved_head_class,
+)
 from poodle_vllm.train.modeling import MODELING_FILE, BertMeanPoolForSequenceClassification, masked_mean
 
 ENCODED = [[2, 5, 6, 7, 3], [2, 9, 3], [2, 10, 11, 12, 13, 14, 3]]
@@ -27,7 +33,9 @@ def test_masked_mean_ignores_padding() -> None:
     assert torch.allclose(masked_mean(h, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
 
 
-def test_mean_head_saved_folder_loads_with_plain_transformers(tiny_base: Path, tmp_path: Path) -> None:
+def test_mean_head_saved_folder_loads_with_plain_transformers(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     model = build_classifier(tiny_base, ["neg", "pos", "neutral"], pooling="mean")
@@ -48,6 +56,15 @@ def test_mean_head_saved_folder_loads_with_plain_transformers(tiny_base: Path, t
     # Without trust_remote_code transformers refuses (it must not build its CLS head over these weights).
     with pytest.raises((ValueError, OSError)):
         AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=False)
+
+    # Poodle's own loads never stop to ask whether to run the folder's code.
+    def no_prompt(*_: object) -> str:
+        raise AssertionError("transformers asked to run remote code")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
+    assert load_tokenizer(tmp_path).convert_tokens_to_ids("good") == AutoTokenizer.from_pretrained(
+        tiny_base
+    ).convert_tokens_to_ids("good")
     # The fine-tuned encoder alone, for feature extraction by model search, with a plain config.
     from poodle_vllm.store.encoder import load_encoder
 
