@@ -142,10 +142,9 @@ class SurrogateModel:
     def load(cls, path: str | Path, num_threads: int | None = None) -> SurrogateModel:
         """Load a surrogate folder (HF model + tokenizer, ``poodle.json`` when present)."""
         import torch
-        from transformers import AutoTokenizer
 
         from poodle_vllm.train.artifact import METADATA_FILE, load_metadata
-        from poodle_vllm.train.heads import load_classifier
+        from poodle_vllm.train.heads import load_classifier, load_tokenizer
 
         path = Path(path)
         if not path.is_dir():
@@ -154,7 +153,7 @@ class SurrogateModel:
             torch.set_num_threads(num_threads)
         model = load_classifier(path)
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         if (path / METADATA_FILE).exists():
             meta = load_metadata(path)
             names, temperature, max_length = meta.label_names, meta.calibration_temperature, meta.max_length
