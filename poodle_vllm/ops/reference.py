@@ -12,7 +12,7 @@ Ops:
                               candidate feature sets at once (leave-one-out)
     * ``knn_vote_accuracy``   majority vote over the neighbours' labels -> kNN proxy score
     * ``knn_proxy_scores``    ``knn_topk`` + ``knn_vote_accuracy``
-    * ``logme_prepare``       thin SVD + label projections for M candidates at once
+    * ``logme_prepare``       spectrum (Gram eigh, SVD where ill-conditioned) + label projections
     * ``logme_evidence``      LogME fixed-point iteration for every (candidate, class) pair
     * ``logme_scores``        ``logme_prepare`` + ``logme_evidence`` + mean over classes
 """
@@ -171,8 +171,38 @@ def knn_proxy_scores(
     return knn_vote_accuracy(idx, labels)
 
 
+LOGME_EIGH_MIN_RATIO = 1e-8
+"""``logme_prepare`` trusts the Gram-matrix ``eigh`` only when every eigenvalue of a candidate is
+at least this share of its largest; below it the eigenvalues keep too few correct digits
+(absolute error ~ eps * max) and that candidate is decomposed by SVD instead."""
+
+
+def _spectrum_eigh(f: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s [M, r], z_sq [M, r, C])`` from a batched ``eigh`` of the smaller Gram matrix."""
+    n, d = f.shape[1], f.shape[2]
+    if d <= n:
+        s, v = torch.linalg.eigh(f.transpose(1, 2) @ f)  # [M, D], [M, D, D]
+        proj = v.transpose(1, 2) @ (f.transpose(1, 2) @ targets)  # sigma * (U^T y): [M, D, C]
+        z_sq = proj * proj / s.clamp_min(1e-300)[..., None]
+    else:
+        s, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # [M, N], [M, N, N]
+        z = u.transpose(1, 2) @ targets  # [M, N, C]
+        z_sq = z * z
+    # Directions at the fp64 noise floor of the squared spectrum carry no information (and a
+    # division by ~0 above): zero them, which leaves only their log(alpha) terms.
+    keep = s > 1e-10 * s.amax(dim=-1, keepdim=True).clamp_min(1e-300)
+    return torch.where(keep, s, 0.0), torch.where(keep[..., None], z_sq, 0.0)
+
+
+def _spectrum_svd(f: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s [M, r], z_sq [M, r, C])`` from the thin SVD of F (the per-model numpy LogME's way)."""
+    u, sigma, _ = torch.linalg.svd(f, full_matrices=False)  # [M, N, r], [M, r]
+    z = u.transpose(1, 2) @ targets
+    return sigma * sigma, z * z
+
+
 def logme_prepare(
-    features: torch.Tensor, labels: torch.Tensor
+    features: torch.Tensor, labels: torch.Tensor, method: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Spectral inputs of LogME for M candidates: ``(s, z_sq, resid_out)`` in fp64.
 
@@ -181,30 +211,33 @@ def logme_prepare(
     class present in ``labels``; ``resid_out = |y_c|^2 - sum(z_sq)`` ``[M, C]`` (the part of
     ``y_c`` outside F's column space).
 
-    NOTE: computed from a batched ``eigh`` of the smaller Gram matrix (``F^T F`` or ``F F^T``)
-    rather than an SVD of F: the decomposition is LogME's whole cost (the iteration is
-    ~1 %), and this is several times faster.  Directions with ``s <= 1e-10 * max(s)`` (below
-    fp64 resolution of the squared spectrum) get ``s = z_sq = 0``, which gives the same
-    evidence as the SVD form: they only add ``log(alpha)`` terms.
+    ``method``: ``"eigh"`` (batched ``eigh`` of the smaller Gram matrix, ``F^T F`` or ``F F^T``:
+    several times faster than an SVD, and the decomposition is LogME's whole cost), ``"svd"``
+    (thin SVD of F, as the per-model numpy LogME), or ``"auto"``: ``eigh``, then SVD for the
+    candidates whose spectrum spans more than ``1 / LOGME_EIGH_MIN_RATIO``.
+
+    NOTE: squaring F squares its condition number, so the Gram eigenvalues of near rank-deficient
+    features (small random encoders, LayerNorm outputs, duplicated columns) lose their digits;
+    those tiny directions still move the evidence by several percent when the labels are fitted
+    well (large beta), hence the SVD fallback rather than a cut-off.
     """
     if features.dim() != 3 or labels.dim() != 1 or labels.shape[0] != features.shape[1]:
         raise ValueError("expected features [M, N, D] and labels [N]")
+    if method not in ("auto", "eigh", "svd"):
+        raise ValueError(f"unknown LogME decomposition {method!r}; expected auto, eigh or svd")
     f = features.double()
-    n, d = f.shape[1], f.shape[2]
     _, y = torch.unique(labels.to(f.device), return_inverse=True)
     targets = F.one_hot(y, int(y.max().item()) + 1).double()  # [N, C]
-    if d <= n:
-        s, v = torch.linalg.eigh(f.transpose(1, 2) @ f)  # [M, D], [M, D, D]
-        proj = v.transpose(1, 2) @ (f.transpose(1, 2) @ targets)  # sigma * (U^T y): [M, D, C]
-        keep = s > 1e-10 * s.amax(dim=-1, keepdim=True).clamp_min(1e-300)
-        s = torch.where(keep, s, 0.0)
-        z_sq = torch.where(keep[..., None], proj * proj / s.clamp_min(1e-300)[..., None], 0.0)
+    if method == "svd":
+        s, z_sq = _spectrum_svd(f, targets)
     else:
-        s, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # [M, N], [M, N, N]
-        z = u.transpose(1, 2) @ targets  # [M, N, C]
-        keep = s > 1e-10 * s.amax(dim=-1, keepdim=True).clamp_min(1e-300)
-        s = torch.where(keep, s, 0.0)
-        z_sq = torch.where(keep[..., None], z * z, 0.0)
+        s, z_sq = _spectrum_eigh(f, targets)
+        if method == "auto":
+            bad = s.amin(dim=-1) < LOGME_EIGH_MIN_RATIO * s.amax(dim=-1)
+            if bool(bad.any()):
+                s_b, z_b = _spectrum_svd(f[bad], targets)
+                s, z_sq = s.clone(), z_sq.clone()
+                s[bad], z_sq[bad] = s_b, z_b
     z_sq = z_sq.transpose(1, 2).contiguous()  # [M, C, r]
     resid_out = (targets.sum(0)[None, :] - z_sq.sum(-1)).clamp_min(0.0)
     return s.contiguous(), z_sq, resid_out

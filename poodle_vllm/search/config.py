@@ -11,6 +11,12 @@ class SearchConfig:
 
     scorers: list[str] = field(default_factory=lambda: ["logme", "linear"])
     """Proxy scorers (``logme``, ``knn``, ``linear``); their per-round z-scores are averaged."""
+    batched_scoring: bool = True
+    """Score each halving round's candidates together (LogME per feature width and kNN in one
+    ``poodle_vllm.ops`` call each: Triton on a GPU, torch elsewhere). False scores one model at a
+    time with the numpy / faiss scorers; same ranking, kept for comparison and benchmarks."""
+    score_device: str = "auto"
+    """Device of the batched proxy scores: ``auto`` (the GPU when torch sees one), ``cpu``, ``cuda``."""
     max_latency_ms: float | None = None
     """Exclude models whose measured latency per item (batch 32, length 128) is above this
     (None = no limit). Models without a measurement pass. Off by default because latency

@@ -151,6 +151,19 @@ class FeatureExtractor:
         idx = -1 if layer is None else layer
         return np.stack([found[h][pick][idx] for h in hashes]).astype(np.float32, copy=False)
 
+    def features_many(self, model_ids: list[str], texts: list[str]) -> dict[str, np.ndarray]:
+        """``{model_id: features(model_id, texts)}`` for a whole halving round.
+
+        Candidates are visited grouped by the model that actually runs (their lineage root), so
+        each root is loaded and run once for the round and its truncations / pooling variants
+        are then cache hits; the result keeps the order of ``model_ids``.
+        """
+        roots = {m: self.source_of(m)[0].id for m in model_ids}
+        first_seen = {r: i for i, r in reversed(list(enumerate(roots[m] for m in model_ids)))}
+        visit = sorted(model_ids, key=lambda m: first_seen[roots[m]])
+        got = {m: self.features(m, texts) for m in visit}
+        return {m: got[m] for m in model_ids}
+
     def release(self, model_id: str | None = None) -> None:
         """Drop loaded models (all, or the root of ``model_id``) to free memory."""
         if model_id is None:

@@ -5,6 +5,10 @@ the best ``1/eta`` of them (never fewer than ``min_survivors``). Cheap early rou
 remove the clearly unsuitable models; only promising ones pay for features of the full sample.
 Because every round's sample is a prefix of the next, features computed in round r are cache
 hits in round r+1.
+
+Each round is scored with ONE call, ``score_round(alive, n_items)``, so the caller can first extract
+the features of every surviving candidate (each model loaded once) and then score them all together
+(batched LogME / kNN through ``poodle_vllm.ops``) instead of one model at a time.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ScoreFn = Callable[[str, int], dict[str, float]]
-"""``score_fn(model_id, n_items) -> {scorer_name: score}``."""
+RoundScoreFn = Callable[[list[str], int], dict[str, dict[str, float]]]
+"""``score_round(model_ids, n_items) -> {model_id: {scorer_name: score}}`` for every id given."""
 
 
 @dataclass
@@ -54,7 +58,7 @@ def combine_scores(scores: dict[str, dict[str, float]]) -> dict[str, float]:
 def successive_halving(
     candidates: list[str],
     sizes: list[int],
-    score_fn: ScoreFn,
+    score_round: RoundScoreFn,
     eta: float = 2.0,
     min_survivors: int = 3,
     protected: Iterable[str] = (),
@@ -70,8 +74,11 @@ def successive_halving(
     rounds: list[HalvingRound] = []
     for r, size in enumerate(sizes):
         rnd = HalvingRound(size=size, candidates=list(alive))
-        for m in alive:
-            rnd.scores[m] = score_fn(m, size)
+        scored = score_round(list(alive), size)
+        missing = [m for m in alive if m not in scored]
+        if missing:
+            raise ValueError(f"score_round returned no scores for {missing}")
+        rnd.scores = {m: scored[m] for m in alive}
         rnd.combined = combine_scores(rnd.scores)
         order = sorted(alive, key=lambda m: -rnd.combined[m])
         last = r == len(sizes) - 1

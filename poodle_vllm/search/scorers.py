@@ -11,6 +11,11 @@ scorer maps ``(features (n, d), labels (n,))`` to one float, higher = better.
 
 kNN and linear-probe scores are accuracies, so they double as a (frozen-feature) predicted
 accuracy; LogME is on its own scale and is only used for ranking.
+
+The search scores a whole halving round at once with :mod:`poodle_vllm.search.batch_scores`
+(LogME and kNN through ``poodle_vllm.ops``); these per-model versions are the independent
+numpy / faiss implementations it is tested against (``SearchConfig(batched_scoring=False)``), and
+the linear probe is used by both paths.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class Scorer(Protocol):
     def score(self, features: np.ndarray, labels: np.ndarray) -> float: ...
 
 
-def _labels_as_int(labels: Any) -> np.ndarray:
+def labels_as_int(labels: Any) -> np.ndarray:
     _, y = np.unique(np.asarray(labels), return_inverse=True)
     return y.astype(np.int64)
 
@@ -81,7 +86,7 @@ def _logme_one_target(
 def logme(features: np.ndarray, labels: Any) -> float:
     """LogME of ``features`` for classification ``labels`` (mean over one-vs-rest targets)."""
     f = np.asarray(features, dtype=np.float64)
-    y = _labels_as_int(labels)
+    y = labels_as_int(labels)
     n, d = f.shape
     u, sigma, _ = np.linalg.svd(f, full_matrices=False)
     classes = np.unique(y)
@@ -106,7 +111,7 @@ def knn_accuracy(features: np.ndarray, labels: Any, k: int = 10) -> float:
     """Leave-one-out accuracy of a cosine k-NN majority vote (ties: nearest neighbour wins)."""
     import faiss
 
-    y = _labels_as_int(labels)
+    y = labels_as_int(labels)
     x = np.ascontiguousarray(np.asarray(features, dtype=np.float32)).copy()
     x -= x.mean(axis=0, keepdims=True)  # centring: removes the shared direction of all texts
     faiss.normalize_L2(x)
@@ -149,7 +154,7 @@ def linear_probe_accuracy(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    y = _labels_as_int(labels)
+    y = labels_as_int(labels)
     counts = np.bincount(y)
     folds = int(max(2, min(folds, counts.min())))
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500))

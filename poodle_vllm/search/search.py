@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from poodle_vllm.search.batch_scores import score_candidates
 from poodle_vllm.search.config import SearchConfig
 from poodle_vllm.search.features import FeatureExtractor
-from poodle_vllm.search.halving import HalvingRound, combine_scores, successive_halving
+from poodle_vllm.search.halving import HalvingRound, RoundScoreFn, combine_scores, successive_halving
 from poodle_vllm.search.scorers import make_scorer
 from poodle_vllm.store.catalog import Catalog, ModelEntry
 
@@ -58,7 +59,8 @@ class SearchResult:
     excluded: dict[str, str]
     """model id -> why the constraints excluded it."""
     timing: dict[str, float]
-    """Seconds: ``load``, ``inference``, ``scoring``, ``total`` (plus ``cluster_prune``)."""
+    """Seconds: ``load``, ``inference``, ``scoring`` (and ``scoring_<scorer>`` for each scorer),
+    ``cluster_prune``, ``total``."""
     rounds: list[dict[str, Any]] = field(default_factory=list)
     clusters: dict[str, int] | None = None
     pruned_by_cluster: list[str] = field(default_factory=list)
@@ -226,20 +228,22 @@ def search_models(
     sizes = sorted({min(n, s) for s in cfg.round_sizes if s > 0} | ({n} if not cfg.round_sizes else set()))
     if not cfg.halving:
         sizes = [sizes[-1]]
-    scorers = [make_scorer(s) for s in cfg.scorers]
-    scoring_s = 0.0
+    for name in cfg.scorers:
+        make_scorer(name)  # fail before any model runs on an unknown scorer name
+    scorer_s: dict[str, float] = {}
     last_scores: dict[tuple[str, int], dict[str, float]] = {}
 
-    def score_fn(model_id: str, size: int) -> dict[str, float]:
-        nonlocal scoring_s
-        if (model_id, size) in last_scores:
-            return last_scores[(model_id, size)]
-        feats = ext.features(model_id, texts_o[:size])
-        t0 = time.perf_counter()
-        out = {s.name: float(s.score(feats, y_o[:size])) for s in scorers}
-        scoring_s += time.perf_counter() - t0
-        last_scores[(model_id, size)] = out
-        return out
+    def score_round(model_ids: list[str], size: int) -> dict[str, dict[str, float]]:
+        # Features of every candidate first (each model runs once), then each scorer over all
+        # of them at once: batched LogME / kNN go through ops dispatch (Triton on a GPU).
+        todo = [m for m in dict.fromkeys(model_ids) if (m, size) not in last_scores]
+        if todo:
+            feats = ext.features_many(todo, texts_o[:size])
+            scored = score_candidates(
+                feats, y_o[:size], cfg.scorers, cfg.batched_scoring, cfg.score_device, scorer_s
+            )
+            last_scores.update({(m, size): scored[m] for m in todo})
+        return {m: last_scores[(m, size)] for m in model_ids}
 
     candidates, excluded = filter_candidates(catalog, cfg)
     cand_ids = [e.id for e in candidates]
@@ -268,16 +272,17 @@ def search_models(
     pruned: list[str] = []
     t_cluster = time.perf_counter()
     if cfg.cluster_prune and len(cand_ids) > 3:
-        cand_ids, clusters, pruned = _prune_by_cluster(catalog, cand_ids, cfg, sizes[0], score_fn, warm)
+        cand_ids, clusters, pruned = _prune_by_cluster(catalog, cand_ids, cfg, sizes[0], score_round, warm)
     cluster_s = time.perf_counter() - t_cluster
 
-    ranking_ids, rounds = successive_halving(cand_ids, sizes, score_fn, cfg.eta, cfg.min_survivors, warm)
+    ranking_ids, rounds = successive_halving(cand_ids, sizes, score_round, cfg.eta, cfg.min_survivors, warm)
     result = _build_result(catalog, ranking_ids, rounds, excluded, sizes)
     used = ext.total_timing()
     result.timing = {
         "load": round(used.load_s - base_timing.load_s, 3),
         "inference": round(used.inference_s - base_timing.inference_s, 3),
-        "scoring": round(scoring_s, 3),
+        "scoring": round(sum(scorer_s.values()), 3),
+        **{f"scoring_{name}": round(sec, 3) for name, sec in scorer_s.items()},
         "cluster_prune": round(cluster_s, 3),
         "total": round(time.perf_counter() - t_start, 3),
     }
@@ -295,7 +300,12 @@ def search_models(
 
 
 def _prune_by_cluster(
-    catalog: Catalog, cand_ids: list[str], cfg: SearchConfig, size: int, score_fn: Any, protected: list[str]
+    catalog: Catalog,
+    cand_ids: list[str],
+    cfg: SearchConfig,
+    size: int,
+    score_round: RoundScoreFn,
+    protected: list[str],
 ) -> tuple[list[str], dict[str, int], list[str]]:
     """Score one representative per fingerprint cluster; keep the best clusters' members."""
     from poodle_vllm.store.fingerprint import FingerprintIndex
@@ -312,7 +322,7 @@ def _prune_by_cluster(
     reps = index.representatives({m: c for m, c in clusters.items() if m in index.ids})
     for m, c in clusters.items():
         reps.setdefault(c, m)
-    rep_scores = {reps[c]: score_fn(reps[c], size) for c in reps}
+    rep_scores = score_round(list(dict.fromkeys(reps.values())), size)
     combined = combine_scores(rep_scores)
     ranked = sorted(reps, key=lambda c: -combined[reps[c]])
     keep_c = set(ranked[: max(1, math.ceil(len(ranked) * cfg.cluster_keep))])

@@ -94,16 +94,22 @@ def test_successive_halving_eliminates_and_ranks():
     quality = {"m1": 0.9, "m2": 0.8, "m3": 0.3, "m4": 0.2, "m5": 0.1, "m6": 0.05}
     calls = []
 
-    def score_fn(m, n):
-        calls.append((m, n))
-        return {"s": quality[m]}
+    def score_round(models, n):
+        calls.append((list(models), n))
+        return {m: {"s": quality[m]} for m in models}
 
-    ranking, rounds = successive_halving(list(quality), [10, 20, 40], score_fn, eta=2, min_survivors=2)
+    ranking, rounds = successive_halving(list(quality), [10, 20, 40], score_round, eta=2, min_survivors=2)
     assert ranking == ["m1", "m2", "m3", "m4", "m5", "m6"]
     assert [len(r.candidates) for r in rounds] == [6, 3, 2]
-    assert ("m6", 20) not in calls and ("m1", 40) in calls
+    # one call per round, with every survivor of that round
+    assert calls == [(list(quality), 10), (["m1", "m2", "m3"], 20), (["m1", "m2"], 40)]
     # a protected model survives the first round
     _, rounds = successive_halving(
-        list(quality), [10, 20], score_fn, eta=3, min_survivors=1, protected=["m6"]
+        list(quality), [10, 20], score_round, eta=3, min_survivors=1, protected=["m6"]
     )
     assert "m6" in rounds[1].candidates
+
+
+def test_successive_halving_rejects_a_round_without_scores():
+    with pytest.raises(ValueError, match="no scores"):
+        successive_halving(["a", "b"], [10], lambda models, n: {"a": {"s": 1.0}})
