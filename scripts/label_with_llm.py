@@ -138,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         "--max-chars", type=int, default=6000, help="cut longer texts (keeps IMDB under the context)"
     )
     p.add_argument("--checkpoint", type=int, default=200, help="rewrite the file every N answers")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="ask the first N answered items of the split again and report the LLM's self-agreement",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout (s)")
     ns = p.parse_args(argv)
 
@@ -211,6 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         rows.sort(key=lambda r: (r["dataset"], r["split"], r["idx"]))
         write_rows(out, rows)
+    if ns.repeat:
+        stored = {r["idx"]: r for r in rows if r["dataset"] == ns.dataset and r["split"] == ns.split}
+        again_idx = sorted(stored)[: ns.repeat]
+        with ThreadPoolExecutor(max_workers=ns.concurrency) as pool:
+            again = list(pool.map(ask, again_idx))
+        pairs = [(stored[r["idx"]], r) for r in again if not r["error"]]
+        report = {
+            "items": len(pairs),
+            "label_agreement": sum(a["llm_label"] == b["llm_label"] for a, b in pairs) / max(1, len(pairs)),
+            "exact_answer_agreement": sum(a["llm_answer"] == b["llm_answer"] for a, b in pairs)
+            / max(1, len(pairs)),
+            "how": "the same request sent again at the same concurrency, temperature 0",
+        }
+        self_file = out.with_name(out.name + ".self_agreement.json")
+        known = json.loads(self_file.read_text()) if self_file.exists() else {}
+        known[f"{ns.dataset}/{ns.split}"] = report
+        self_file.write_text(json.dumps(known, indent=2))
+        print(f"self-agreement on {report['items']} repeated items: labels {report['label_agreement']:.4f}, "
+              f"exact answers {report['exact_answer_agreement']:.4f}")  # fmt: skip
     summary = summarize([r for r in rows if r["dataset"] == ns.dataset])
     summary.update({"dataset": ns.dataset, "model": model, "file": str(out), "template": ns.template})
     out.with_name(out.name + ".summary.json").write_text(json.dumps(summary, indent=2))
