@@ -84,3 +84,20 @@ def test_task_view_keys_match_doc(tmp_path: Path) -> None:
     )
     for key in documented:
         assert f"`{key}`" in DOC
+
+
+def test_live_task_status_keys_match_doc() -> None:
+    from poodle_vllm.config import ServingConfig
+    from poodle_vllm.core.policy import LENGTH_BUCKETS
+    from poodle_vllm.surrogate.quality import TaskQuality, summarize_live
+
+    quality = TaskQuality(ServingConfig(), ["a", "b"])
+    summary = {k: v for k, v in quality.bucket_summary("fit").items() if k != "note"}
+    documented = ["verdict", "requests", "requests_while_serving", "served", "served_share", "llm_by_reason"]
+    assert set(summary) == set(documented)
+    exact = ["answers", "labelled", "canonical_exact_rate", "exact_answer_agreement"]
+    assert set(quality.exact_summary()) == set(exact)
+    view = summarize_live({"version": 1, **quality.snapshot()})
+    assert set(view) == {"version", "buckets", "exact"} and set(view["buckets"]) == set(LENGTH_BUCKETS)
+    for key in [*documented, *exact, *LENGTH_BUCKETS, "live_tasks", "buckets", "exact", "llm_<reason>"]:
+        assert key in DOC, key

@@ -108,7 +108,16 @@ def task_detail(reg: Registry, task: TaskInfo) -> dict[str, Any]:
         "history": reg.events(task.task_id),
         "surrogates": reg.list_surrogates(task.task_id),
         "offers": reg.get_offers(task.task_id),
+        "live": _live_summary(reg, task.task_id),
     }
+
+
+def _live_summary(reg: Registry, task_id: str) -> dict[str, Any] | None:
+    """Per input-length bucket verdict and share served, from the engine's stored statistics."""
+    from poodle_vllm.surrogate.quality import summarize_live
+
+    snap = reg.get_stats(task_id, "live").get("")
+    return summarize_live(snap) if snap else None
 
 
 def _ts(t: float | None) -> str:
@@ -199,6 +208,27 @@ def cmd_show(args: argparse.Namespace) -> int:
                 escape(metrics),
             )
         console.print(sur)
+    if detail["live"]:
+        live = Table(title=f"input-length buckets (surrogate v{detail['live']['version']})")
+        for col in ("bucket", "shadow gate", "requests", "while serving", "served", "served share"):
+            live.add_column(col)
+        for name, b in detail["live"]["buckets"].items():
+            share = b["served_share"]
+            live.add_row(
+                name,
+                str(b["verdict"]),
+                str(b["requests"]),
+                str(b["requests_while_serving"]),
+                str(b["served"]),
+                "-" if share is None else f"{share:.1%}",
+            )
+        console.print(live)
+        exact = detail["live"].get("exact") or {}
+        if exact.get("canonical_exact_rate") is not None:
+            console.print(
+                f"LLM answers that were exactly the canonical string: {exact['canonical_exact_rate']:.1%} "
+                f"of {exact['labelled']} labelled"
+            )
     hist = Table(title="history")
     for col in ("time", "from", "to", "reason"):
         hist.add_column(col)

@@ -7,6 +7,9 @@
   the majority label: its agreement on the minority label is zero.
 * :func:`decide_after_gate` - the next task state for a gate report under a serving policy.
 * :class:`RollingAgreement` - audited requests while serving; falls back below a target.
+* :class:`LengthBucketGate` - one shadow gate per input-length bucket (inputs that fit the
+  surrogate's ``max_length`` and inputs it had to truncate), each decided once on its own: the
+  ``fit`` bucket decides the switch, truncated inputs are served only once their bucket passed.
 
 Pure Python (no numpy needed); everything serialises to plain dicts for the registry.
 """
@@ -104,14 +107,23 @@ class ShadowGate:
     def total(self) -> int:
         return sum(sum(r.values()) for r in self.confusion.values())
 
-    def evaluate(self, llm_self_agreement: float | None = None) -> GateReport:
+    def evaluate(
+        self, llm_self_agreement: float | None = None, pooled_total: int | None = None
+    ) -> GateReport:
+        """The gate's verdict on the samples so far.
+
+        ``pooled_total``: shadow samples of every length bucket together; when given, the
+        ``shadow_requests`` requirement applies to it (a bucket then needs only its per-label
+        minimum, so splitting traffic into buckets does not lengthen the shadow phase).
+        """
         cfg = self.config
         labels = sorted(set(self.labels) | set(self.confusion))
         per_label: list[LabelAgreement] = []
         reasons: list[str] = []
-        complete = self.total >= cfg.shadow_requests
+        seen = self.total if pooled_total is None else pooled_total
+        complete = seen >= cfg.shadow_requests
         if not complete:
-            reasons.append(f"{self.total} of {cfg.shadow_requests} shadow samples collected")
+            reasons.append(f"{seen} of {cfg.shadow_requests} shadow samples collected")
         for label in labels:
             row = self.confusion.get(label, {})
             n, agree = sum(row.values()), row.get(label, 0)
@@ -230,6 +242,105 @@ class RollingAgreement:
 
     def reset(self) -> None:
         self._hits.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": [int(h) for h in self._hits]}
+
+    def restore(self, data: dict[str, Any] | None) -> RollingAgreement:
+        """Refill the window from :meth:`to_dict` output (the newest ``window`` audits are kept)."""
+        self._hits.clear()
+        self._hits.extend(bool(h) for h in (data or {}).get("hits", []))
+        return self
+
+
+FIT, TRUNCATED = "fit", "truncated"
+LENGTH_BUCKETS = (FIT, TRUNCATED)
+"""Input-length buckets: the surrogate saw the whole input, or it truncated it to ``max_length``."""
+PENDING, PASSED, FAILED, HANDED_BACK = "pending", "passed", "failed", "handed_back"
+"""A bucket's verdict: still shadowing; gate passed; gate failed; passed, then audits fell below target."""
+
+
+def length_bucket(truncated: bool) -> str:
+    return TRUNCATED if truncated else FIT
+
+
+class LengthBucketGate:
+    """A :class:`ShadowGate` per length bucket, each with the full per-label Wilson rule.
+
+    A bucket is decided once, when its gate is complete (the pooled sample total has reached
+    ``shadow_requests`` and each of its labels has ``shadow_min_per_label`` samples); its
+    samples are frozen from then on, so later traffic cannot talk a failed bucket into passing
+    (no optional stopping). ``fit`` decides the task's switch; ``truncated`` only decides
+    whether truncated inputs may be answered by the surrogate.
+    """
+
+    def __init__(self, config: ServingConfig | None = None, labels: list[str] | None = None):
+        self.config = config or ServingConfig()
+        self.gates = {b: ShadowGate(self.config, labels) for b in LENGTH_BUCKETS}
+        self.verdicts = {b: PENDING for b in LENGTH_BUCKETS}
+        self.notes = {b: "" for b in LENGTH_BUCKETS}
+        """Why a bucket has its verdict (the failing labels, the audit that fell)."""
+
+    def record(self, bucket: str, llm_label: str | None, surrogate_label: str | None) -> bool:
+        """Add one shadow pair to ``bucket``; False (ignored) once the bucket is decided."""
+        if self.verdicts.get(bucket) != PENDING:
+            return False
+        self.gates[bucket].record(llm_label, surrogate_label)
+        return True
+
+    @property
+    def total(self) -> int:
+        return sum(g.total for g in self.gates.values())
+
+    def evaluate(self, bucket: str, llm_self_agreement: float | None = None) -> GateReport:
+        return self.gates[bucket].evaluate(llm_self_agreement, pooled_total=self.total)
+
+    def pooled(self, llm_self_agreement: float | None = None) -> GateReport:
+        """All buckets together (what the gate looked like before buckets; for display)."""
+        merged = ShadowGate(self.config, self.gates[FIT].labels)
+        for gate in self.gates.values():
+            merged.skipped += gate.skipped
+            for llm_label, row in gate.confusion.items():
+                dst = merged.confusion.setdefault(llm_label, {})
+                for sur, n in row.items():
+                    dst[sur] = dst.get(sur, 0) + n
+        return merged.evaluate(llm_self_agreement)
+
+    def settle(self, llm_self_agreement: float | None = None) -> dict[str, GateReport]:
+        """Decide every pending bucket whose gate is complete; returns the newly decided ones."""
+        decided = {}
+        for bucket in LENGTH_BUCKETS:
+            if self.verdicts[bucket] != PENDING:
+                continue
+            report = self.evaluate(bucket, llm_self_agreement)
+            if report.complete:
+                self.verdicts[bucket] = PASSED if report.passed else FAILED
+                self.notes[bucket] = "; ".join(report.reasons)
+                decided[bucket] = report
+        return decided
+
+    def hand_back(self, bucket: str, why: str) -> None:
+        self.verdicts[bucket] = HANDED_BACK
+        self.notes[bucket] = why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            b: {"gate": self.gates[b].to_dict(), "verdict": self.verdicts[b], "note": self.notes[b]}
+            for b in LENGTH_BUCKETS
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], config: ServingConfig | None = None, labels: list[str] | None = None
+    ) -> LengthBucketGate:
+        out = cls(config, labels)
+        for bucket in LENGTH_BUCKETS:
+            item = data.get(bucket) or {}
+            if item.get("gate"):
+                out.gates[bucket] = ShadowGate.from_dict(item["gate"], out.config)
+            out.verdicts[bucket] = str(item.get("verdict") or PENDING)
+            out.notes[bucket] = str(item.get("note") or "")
+        return out
 
 
 if __name__ == "__main__":

@@ -37,6 +37,19 @@ ENGINE_STATS_KEY = "_engine"
 """Pseudo task id under which the engine stores its counters in the registry's stats table."""
 ROUTABLE_STATES = {TaskState.SHADOW.value, TaskState.OFFERED.value, TaskState.SERVING.value}
 
+# Facts about a request that only the API server knows (the engine sees token ids). The API-side
+# wrapper (integration/vllm/endpoints.py) writes them into ``SamplingParams.extra_args`` and
+# overwrites whatever a client sent under these keys, so they cannot be spoofed.
+XARG_ENDPOINT = "poodle_endpoint"
+"""``chat``, ``completions``, ``responses``, ``messages``, or ``other`` (another API route)."""
+XARG_TOOLS = "poodle_tools"
+"""True when the request declared tools (functions) the model may call."""
+XARG_TURNS = "poodle_turns"
+"""Conversation turns in the prompt (user, assistant and tool messages; system ones not counted)."""
+REQUEST_FACT_KEYS = (XARG_ENDPOINT, XARG_TOOLS, XARG_TURNS)
+UNKNOWN_ENDPOINT = "direct"
+"""Endpoint of a request that no API wrapper tagged (offline ``LLM.generate``, another frontend)."""
+
 
 @dataclass
 class ArrivingRequest:
@@ -66,6 +79,9 @@ class RouteDecision:
     version: int | None = None
     opt_out: bool = False
     submitted_at: float = 0.0
+    endpoint: str = UNKNOWN_ENDPOINT
+    truncated: bool | None = None
+    """Whether the surrogate had to truncate the input (known once its prediction is back)."""
     requested_name: str | None = None
     """A task name the client asked for (``vllm_xargs.poodle_task``), when configuration allows it."""
 
@@ -181,9 +197,11 @@ class TaskRouter:
 
     def _route_request(self, req: ArrivingRequest) -> RouteDecision:
         self.counters["arrivals"] += 1
+        endpoint = str(req.xargs.get(XARG_ENDPOINT) or UNKNOWN_ENDPOINT)[:32]
+        self.counters[f"endpoint:{endpoint}"] += 1
         if str(req.xargs.get("poodle", "")).lower() == "off":
             self.counters["opt_out"] += 1
-            return RouteDecision(reason="opt_out", opt_out=True)
+            return RouteDecision(reason="opt_out", opt_out=True, endpoint=endpoint)
         with self._lock:
             match = self.detector.match(req.prompt_token_ids, req.cache_salt, req.lora_name)
         if match is None:
@@ -191,21 +209,19 @@ class TaskRouter:
         task_id = match[0]
         live = self.live.get(task_id)
         if live is None or live.state not in ROUTABLE_STATES:
-            return RouteDecision(task_id=task_id, reason="not_serving")
-        blocker = self.contract_blocker(req.sampling)
+            return RouteDecision(task_id=task_id, reason="not_serving", endpoint=endpoint)
+        blocker = self.contract_blocker(req.sampling, req.xargs)
         if blocker:
-            self.counters[f"llm_{blocker}"] += 1
-            return RouteDecision(task_id=task_id, reason=blocker)
+            return RouteDecision(task_id=task_id, reason=blocker, endpoint=endpoint)
         slot_text = self._slot_text(task_id, req)
         if slot_text is None:
-            self.counters["llm_no_slot"] += 1
-            return RouteDecision(task_id=task_id, reason="no_slot")
+            return RouteDecision(task_id=task_id, reason="no_slot", endpoint=endpoint)
         mode = "shadow"
         if live.state == TaskState.SERVING.value:
             mode = "audit" if self._rng.random() < self.config.serving.audit_fraction else "serve"
         future = live.submit(slot_text)
         if future is None:
-            return RouteDecision(task_id=task_id, reason="surrogate_unavailable")
+            return RouteDecision(task_id=task_id, reason="surrogate_unavailable", endpoint=endpoint)
         return RouteDecision(
             hold=mode == "serve",
             task_id=task_id,
@@ -214,16 +230,38 @@ class TaskRouter:
             future=future,
             version=live.version,
             submitted_at=time.monotonic(),
+            endpoint=endpoint,
         )
 
-    def contract_blocker(self, sp: SamplingInfo) -> str | None:
+    def contract_blocker(self, sp: SamplingInfo, xargs: dict[str, Any] | None = None) -> str | None:
         """Why a request must go to the LLM even when its task is served (None: it may not).
 
         The surrogate returns the LLM's canonical answer for the predicted label, so it can
         only stand in where that answer is what the LLM would return: one choice, no
         log-probabilities (never fabricated), no structured-output constraint, sampling no
-        hotter than what counts as an eligible label.
+        hotter than what counts as an eligible label. Routing is on prompt token ids, so any
+        endpoint whose rendered prompt matches the task is fine (``/v1/messages`` and
+        ``/v1/responses`` render to the same tokens and post-process the same output tokens
+        the same way); but a request that declares tools may have its output parsed as a tool
+        call and its tool schemas rendered into the prompt, and a multi-turn prompt carries
+        history the surrogate was never shadow-tested on: both stay with the LLM, as do
+        requests from API routes Poodle does not know (``other``: batch chat, token-in routes)
+        and requests whose shape the API side could not read. Requests no API wrapper tagged
+        (offline ``LLM.generate``) are judged on their tokens and sampling alone.
         """
+        facts = xargs or {}
+        if facts.get(XARG_ENDPOINT) == "other":
+            return "endpoint_other"
+        if facts.get(XARG_TOOLS):
+            return "tools"
+        try:
+            turns = int(facts.get(XARG_TURNS, 1))
+        except (TypeError, ValueError):
+            turns = 0
+        if turns < 1:
+            return "request_shape_unknown"
+        if turns > 1:
+            return "multi_turn"
         if sp.n != 1:
             return "n_gt_1"
         if sp.logprobs is not None or sp.prompt_logprobs is not None:
@@ -255,9 +293,16 @@ class TaskRouter:
             if live is None or live.state != TaskState.SERVING.value:
                 decision.reason = "task_left_serving"
                 return None
+            decision.truncated = bool(getattr(pred, "truncated", False))
+            if not live.serves(decision.truncated):
+                # This length bucket has not passed its own shadow gate: the LLM answers and the
+                # prediction beside it is one more shadow sample for the bucket (chosen before
+                # the confidence is looked at, so the sample is not biased by it).
+                decision.reason = "long_input_unverified" if decision.truncated else "short_input_unverified"
+                decision.mode = "shadow"
+                return None
             if pred.confidence < self.config.serving.confidence_threshold:
                 decision.reason = "low_confidence"
-                self.counters["llm_low_confidence"] += 1
                 return None
             ids = live.canonical_ids(pred.label)
             if not ids:
@@ -329,12 +374,18 @@ class TaskRouter:
                 record.surrogate_label = pred.label
                 record.surrogate_confidence = float(pred.confidence)
                 record.surrogate_version = decision.version
+                decision.truncated = bool(getattr(pred, "truncated", False))
                 live = self.live.get(decision.task_id or "")
                 if live is not None:
-                    live.observe(decision.mode, record)
+                    live.observe(decision.mode, record, decision.truncated, decision.reason)
             except Exception:
                 self.counters["surrogate_errors"] += 1
         self.counters[f"served_by_{record.served_by}"] += 1
+        if record.served_by == ServedBy.SURROGATE.value:
+            self.counters[f"endpoint:{decision.endpoint}:surrogate"] += 1
+        else:
+            # Every request the LLM answered, once, by the reason it was not the surrogate's.
+            self.counters[f"llm_{decision.reason}"] += 1
         if record.task_id:
             # Per-task counters feed the Prometheus metrics (requests by task and server, savings).
             self.counters[f"task:{record.task_id}:{record.served_by}"] += 1

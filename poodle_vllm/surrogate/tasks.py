@@ -2,10 +2,11 @@
 
 A :class:`LiveTask` exists for every task whose registry state has a surrogate in play
 (shadow, offered, serving). It holds the batching predictor of the active surrogate version,
-the canonical answer token ids per label, the shadow gate, the rolling audit agreement and the
-drift monitor. :class:`LiveTaskSet` keeps them in step with the registry (one sync thread) and
-moves tasks along their lifecycle when the statistics say so. Statistics are persisted in the
-registry so a restart neither forgets a passed gate nor restarts an audit window from zero.
+the canonical answer token ids per label and its :class:`~poodle_vllm.surrogate.quality.TaskQuality`
+(shadow gate, audits, drift and traffic per input-length bucket). :class:`LiveTaskSet` keeps
+them in step with the registry (one sync thread) and moves tasks along their lifecycle when the
+statistics say so. Statistics are persisted in the registry so a restart neither forgets a
+passed gate nor restarts an audit window from zero.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from poodle_vllm.config import ServingConfig
+from poodle_vllm.core.policy import FIT, LENGTH_BUCKETS, length_bucket
 from poodle_vllm.paths import PoodlePaths
+from poodle_vllm.surrogate.quality import TaskQuality
 from poodle_vllm.types import RequestRecord, TaskInfo, TaskState
 
 logger = logging.getLogger("poodle.tasks")
 
 SURROGATE_STATES = {TaskState.SHADOW.value, TaskState.OFFERED.value, TaskState.SERVING.value}
-MIN_DRIFT_REFERENCE = 30
-"""Shadow-phase confidences needed before drift can be judged against them."""
 
 
 def reset_fresh_labels(registry: Any, task_id: str, **extra: Any) -> None:
@@ -41,10 +42,9 @@ def reset_fresh_labels(registry: Any, task_id: str, **extra: Any) -> None:
 
 
 class LiveTask:
-    """One task's loaded surrogate and monitors (engine process)."""
+    """One task's loaded surrogate and its quality bookkeeping (engine process)."""
 
     def __init__(self, task_id: str, state: str, version: int, path: Path, config: ServingConfig) -> None:
-        from poodle_vllm.core.policy import RollingAgreement, ShadowGate
         from poodle_vllm.surrogate.runtime import BatchingPredictor, SurrogateModel
         from poodle_vllm.train.artifact import load_metadata
 
@@ -62,12 +62,12 @@ class LiveTask:
         self.predictor = BatchingPredictor(
             self.model, max_batch=config.max_batch, window_ms=config.batch_window_ms
         )
-        self.gate = ShadowGate(config, list(self.metadata.label_names))
-        self.audit = RollingAgreement.from_config(config)
-        self.reference_confidences: list[float] = []
-        self.drift: Any = None
-        self.served = 0
+        self.quality = TaskQuality(config, list(self.metadata.label_names), self._canonical)
         self.lock = threading.Lock()
+
+    @property
+    def served(self) -> int:
+        return sum(t["served"] for t in self.quality.traffic.values())
 
     def submit(self, text: str) -> Future | None:
         try:
@@ -79,64 +79,45 @@ class LiveTask:
     def canonical_ids(self, label: str) -> list[int]:
         return self._canonical.get(label, [])
 
-    def observe(self, mode: str, record: RequestRecord) -> None:
+    def serves(self, truncated: bool) -> bool:
+        """May the surrogate answer this input (by its length bucket) while the task serves?"""
+        return self.quality.serves(length_bucket(truncated))
+
+    def observe(self, mode: str, record: RequestRecord, truncated: bool = False, reason: str = "") -> None:
         """Account one finished request that had a surrogate prediction beside it."""
         with self.lock:
-            conf = record.surrogate_confidence
-            if mode == "serve":
-                self.served += 1
-                if conf is not None:
-                    self._drift_monitor_update(conf)
-                return
-            if not record.eligible:
-                return
-            if mode == "shadow":
-                self.gate.record(record.label, record.surrogate_label)
-                if conf is not None:
-                    self.reference_confidences.append(conf)
-            elif mode == "audit":
-                self.audit.add(record.label, record.surrogate_label)
-
-    def _drift_monitor_update(self, confidence: float) -> None:
-        if self.drift is None:
-            if len(self.reference_confidences) < MIN_DRIFT_REFERENCE:
-                return
-            from poodle_vllm.core.stats import DriftMonitor
-
-            self.drift = DriftMonitor.from_config(self.reference_confidences, self.config)
-        self.drift.update([confidence])
+            serving = self.state == TaskState.SERVING.value
+            self.quality.observe(mode, record, truncated, serving=serving, reason=reason)
 
     def restore(self, stats: dict[str, Any]) -> None:
         """Resume persisted statistics of this surrogate version after a restart."""
-        from poodle_vllm.core.policy import ShadowGate
-
         if stats.get("version") != self.version:
             return
-        if stats.get("gate_state"):
-            self.gate = ShadowGate.from_dict(stats["gate_state"], self.config)
-        self.reference_confidences = list(stats.get("reference_confidences") or [])
-        self.served = int(stats.get("served", 0))
+        with self.lock:
+            self.quality.restore(stats)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            decision = self.audit.decide()
-            drift = self.drift.report().to_dict() if self.drift is not None else None
             return {
                 "version": self.version,
                 "state": self.state,
                 "served": self.served,
-                "gate": self.gate.evaluate().to_dict(),
-                "gate_state": self.gate.to_dict(),
-                "audit": {
-                    "n": decision.n,
-                    "agreement": decision.agreement,
-                    "lower": decision.lower,
-                    "fall_back": decision.fall_back,
-                    "reason": decision.reason,
-                },
-                "drift": drift,
-                "reference_confidences": self.reference_confidences[-2000:],
+                **self.quality.snapshot(),
                 "updated_at": time.time(),
+            }
+
+    def describe(self) -> dict[str, Any]:
+        """Compact live view for ``/poodle/v1/status``."""
+        with self.lock:
+            q = self.quality
+            return {
+                "state": self.state,
+                "version": self.version,
+                "served": self.served,
+                "buckets": {
+                    b: {k: v for k, v in q.bucket_summary(b).items() if k != "note"} for b in LENGTH_BUCKETS
+                },
+                "exact": q.exact_summary(),
             }
 
     def close(self) -> None:
@@ -212,17 +193,36 @@ class LiveTaskSet:
                 registry.record_event(task_id, f"surrogate v{version} failed to load: {exc}")
 
     def evaluate(self, registry: Any) -> None:
-        """Shadow gate, audit agreement and drift: move tasks along their lifecycle."""
+        """Shadow gates, audit agreement and drift per length bucket: move tasks along their lifecycle.
+
+        The ``fit`` bucket's gate decides the switch and its audits/drift the fallback; a passed
+        ``truncated`` bucket whose audits or drift fail is handed back to the LLM on its own.
+        """
         from poodle_vllm.core.policy import decide_after_gate
 
         for task_id, live in list(self._tasks.items()):
-            snap = live.snapshot()
-            registry.save_stats(task_id, "live", snap)
+            task = registry.get_task(task_id)
+            with live.lock:
+                q = live.quality
+                q.self_agreement = (task.extra.get("self_agreement") or {}).get("rate") if task else None
+                decided = q.settle()
+                handed_back = q.hand_back_failing_buckets() if live.state == TaskState.SERVING.value else []
+                report = q.task_gate()
+                fit_problem = q.problem(FIT)
+            for bucket, bucket_report in decided.items():
+                if bucket != FIT:
+                    verdict = (
+                        "passed: served from now on"
+                        if bucket_report.passed
+                        else "failed: the LLM answers them"
+                    )
+                    why = "" if bucket_report.passed else " (" + "; ".join(bucket_report.reasons) + ")"
+                    registry.record_event(task_id, f"shadow gate on {bucket} inputs {verdict}{why}")
+            for bucket, why in handed_back:
+                registry.record_event(task_id, f"{bucket} inputs handed back to the LLM: {why}")
+                registry.increment_counter(f"bucket_fallbacks_{bucket}", 1)
+            registry.save_stats(task_id, "live", live.snapshot())
             if live.state == TaskState.SHADOW.value:
-                with live.lock:
-                    task = registry.get_task(task_id)
-                    self_agreement = (task.extra.get("self_agreement") or {}).get("rate") if task else None
-                    report = live.gate.evaluate(self_agreement)
                 policy = (task.extra.get("policy") if task else None) or self.config.policy
                 nxt = decide_after_gate(report, policy)
                 if nxt == TaskState.SHADOW:
@@ -234,20 +234,15 @@ class LiveTaskSet:
                     registry.save_offer(task_id, self._offer(live, report.to_dict()))
                     registry.set_state(task_id, nxt.value, "shadow gate passed")
                 live.state = nxt.value
-            elif live.state == TaskState.SERVING.value:
-                reason = None
-                if snap["audit"]["fall_back"]:
-                    reason = snap["audit"]["reason"]
-                elif snap["drift"] and snap["drift"].get("drifted"):
-                    reason = "input drift confirmed: " + str(snap["drift"].get("reason"))
-                if reason:
-                    reset_fresh_labels(registry, task_id)
-                    registry.set_state(task_id, TaskState.FALLBACK.value, reason)
-                    registry.increment_counter("fallbacks", 1)
-                    live.state = TaskState.FALLBACK.value
+            elif live.state == TaskState.SERVING.value and fit_problem:
+                reset_fresh_labels(registry, task_id)
+                registry.set_state(task_id, TaskState.FALLBACK.value, fit_problem)
+                registry.increment_counter("fallbacks", 1)
+                live.state = TaskState.FALLBACK.value
 
     def _offer(self, live: LiveTask, gate: dict[str, Any]) -> dict[str, Any]:
         meta = live.metadata
+        snap = live.snapshot()
         return {
             "task_id": live.task_id,
             "surrogate_version": live.version,
@@ -255,14 +250,16 @@ class LiveTaskSet:
             "training_items": meta.training_items,
             "validation_agreement": meta.validation_agreement,
             "shadow": gate,
+            "shadow_by_length": {
+                b: {"verdict": snap["buckets"][b]["verdict"], "gate": snap["buckets"][b]["gate"]}
+                for b in LENGTH_BUCKETS
+            },
+            "canonical_exact": snap["exact"],
             "surrogate_ms_per_item": meta.extra.get("ms_per_item"),
         }
 
     def describe(self) -> dict[str, Any]:
-        return {
-            tid: {"state": t.state, "version": t.version, "served": t.served}
-            for tid, t in self._tasks.items()
-        }
+        return {tid: t.describe() for tid, t in self._tasks.items()}
 
     def close(self) -> None:
         for t in self._tasks.values():

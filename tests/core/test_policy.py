@@ -106,3 +106,48 @@ def test_rolling_agreement_falls_back_below_target():
     assert roll.n == 50
     roll.reset()
     assert roll.n == 0 and not math.isnan(roll.agreement)
+
+
+def test_length_bucket_gate_decides_each_bucket_once_on_its_own():
+    from poodle_vllm.core.policy import (
+        FAILED,
+        FIT,
+        PASSED,
+        PENDING,
+        TRUNCATED,
+        LengthBucketGate,
+        length_bucket,
+    )
+
+    assert length_bucket(True) == TRUNCATED and length_bucket(False) == FIT
+    gate = LengthBucketGate(CFG, ["positive", "negative"])
+    good = [("positive", "positive")] * 40 + [("negative", "negative")] * 20
+    for pair in good:
+        gate.record(FIT, *pair)
+    # 60 fit samples < shadow_requests (100): nothing decided yet, though each label has 15+.
+    assert gate.settle() == {} and gate.verdicts[FIT] == PENDING
+    # Truncated samples count towards the pooled total; the majority-only pattern fails that bucket.
+    for pair in [("positive", "positive")] * 25 + [("negative", "positive")] * 15:
+        gate.record(TRUNCATED, *pair)
+    decided = gate.settle()
+    assert decided[FIT].passed and not decided[TRUNCATED].passed
+    assert gate.verdicts == {FIT: PASSED, TRUNCATED: FAILED}
+    by_label = {p.label: p for p in decided[TRUNCATED].per_label}
+    assert by_label["negative"].agreement == 0.0 and by_label["positive"].passed
+    # Decided buckets ignore later samples (no optional stopping) and round-trip through JSON.
+    assert not gate.record(TRUNCATED, "negative", "negative")
+    again = LengthBucketGate.from_dict(gate.to_dict(), CFG)
+    assert again.verdicts == gate.verdicts and again.total == gate.total == 100
+    assert again.evaluate(FIT).passed and again.pooled().total == 100
+    # A bucket without stored samples keeps the label space it was given.
+    empty = LengthBucketGate.from_dict({}, CFG, ["positive", "negative"])
+    assert any("only 0" in r for r in empty.evaluate(TRUNCATED).reasons)
+
+
+def test_rolling_agreement_round_trips():
+    roll = RollingAgreement(window=5, target=0.7, min_count=3)
+    for llm, sur in [("a", "a"), ("a", "b"), ("b", "b"), ("b", "b"), ("a", "a"), ("a", "b")]:
+        roll.add(llm, sur)
+    again = RollingAgreement(window=5, target=0.7, min_count=3).restore(roll.to_dict())
+    assert again.n == 5 and again.agreement == roll.agreement == 0.6
+    assert RollingAgreement().restore(None).n == 0

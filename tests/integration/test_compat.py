@@ -106,3 +106,65 @@ def test_plugin_flag_added_to_vllm_serve_parser() -> None:
     parser = make_arg_parser(FlexibleArgumentParser())
     args = parser.parse_args(["--plugin", "poodle"])
     assert args.plugin == ["poodle"]
+
+
+def test_serving_entry_points_exist_with_the_assumed_shape() -> None:
+    import importlib
+
+    for kind, (module, cls_name, method) in compat.SERVING_ENTRY_POINTS.items():
+        cls = getattr(importlib.import_module(module), cls_name)
+        fn = inspect.unwrap(cls.__dict__[method])
+        assert inspect.iscoroutinefunction(fn), kind
+        assert list(inspect.signature(fn).parameters)[:3] == ["self", "request", "raw_request"], kind
+    from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
+    from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+    from vllm.entrypoints.openai.responses.serving import OpenAIServingResponses
+
+    # /v1/messages runs the chat endpoint inside (so the outermost tag must win) ...
+    assert issubclass(AnthropicServingMessages, OpenAIServingChat)
+    assert "create_chat_completion" not in AnthropicServingMessages.__dict__
+    source = inspect.getsource(inspect.unwrap(AnthropicServingMessages.__dict__["create_messages"]))
+    assert "self.create_chat_completion(" in source
+    # ... and /v1/responses calls engine_client.generate lazily, from an async generator.
+    assert inspect.isasyncgenfunction(OpenAIServingResponses._generate_with_builtin_tools)
+    assert "self.engine_client.generate(" in inspect.getsource(OpenAIServingResponses._generate_with_builtin_tools)
+
+
+def test_request_facts_read_real_request_bodies() -> None:
+    from vllm.entrypoints.anthropic.protocol import AnthropicMessagesRequest
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+    from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+
+    system = {"role": "system", "content": "Be brief."}
+    user = {"role": "user", "content": "Classify: great film"}
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    chat = ChatCompletionRequest(model="m", messages=[system, user])
+    assert compat.request_facts("chat", chat) == (False, 1)
+    assert compat.request_facts("chat", ChatCompletionRequest(model="m", messages=[user], tools=[tool])) == (True, 1)
+    history = [system, user, {"role": "assistant", "content": "positive"}, {"role": "user", "content": "sure?"}]
+    assert compat.request_facts("chat", ChatCompletionRequest(model="m", messages=history)) == (False, 3)
+    assert compat.request_facts("completions", CompletionRequest(model="m", prompt="x")) == (False, 1)
+    assert compat.request_facts("responses", ResponsesRequest(input="Classify: great film")) == (False, 1)
+    items = [user, {"role": "assistant", "content": "positive"}, {"role": "user", "content": "sure?"}]
+    assert compat.request_facts("responses", ResponsesRequest(input=items, instructions="Be brief.")) == (False, 3)
+    follow_up = ResponsesRequest(input="and this one?", previous_response_id="resp_1")
+    assert compat.request_facts("responses", follow_up) == (False, 2)
+    fn = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    assert compat.request_facts("responses", ResponsesRequest(input="x", tools=[fn]))[0] is True
+    msg = AnthropicMessagesRequest(model="m", max_tokens=8, messages=[user], system="Be brief.")
+    assert compat.request_facts("messages", msg) == (False, 1)
+    tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
+    with_tools = AnthropicMessagesRequest(model="m", max_tokens=8, messages=[user], tools=tools)
+    assert compat.request_facts("messages", with_tools) == (True, 1)
+
+
+def test_token_id_logprobs_count_as_logprobs() -> None:
+    from vllm.sampling_params import SamplingParams
+
+    assert compat.sampling_info_from_params(SamplingParams(logprob_token_ids=[5, 7])).logprobs == 2
+    assert compat.sampling_info_from_params(SamplingParams(logprobs=3)).logprobs == 3
+    plain = compat.sampling_info_from_params(SamplingParams())
+    assert plain.logprobs is None and plain.prompt_logprobs is None
+    scored = SamplingParams(prompt_logprob_token_ids=[[1], [2]])
+    assert compat.sampling_info_from_params(scored).prompt_logprobs == -1

@@ -60,21 +60,28 @@ def record(i: int, rng: random.Random, salt: str | None = None) -> RequestRecord
 
 
 class FakeLive:
-    def __init__(self, state: str, label: str, confidence: float) -> None:
+    def __init__(
+        self, state: str, label: str, confidence: float, truncated: bool = False, serves_truncated: bool = True
+    ) -> None:
         self.state, self.version, self.label, self.confidence = state, 1, label, confidence
-        self.observed: list[tuple[str, RequestRecord]] = []
+        self.truncated, self.serves_truncated = truncated, serves_truncated
+        self.observed: list[tuple[str, RequestRecord, bool, str]] = []
 
     def submit(self, text: str) -> Future:
         fut: Future = Future()
-        fut.set_result(Prediction(self.label, self.confidence, {self.label: self.confidence}))
+        probs = {self.label: self.confidence}
+        fut.set_result(Prediction(self.label, self.confidence, probs, truncated=self.truncated))
         self.submitted = text
         return fut
 
     def canonical_ids(self, label: str) -> list[int]:
         return enc(label) + [2]
 
-    def observe(self, mode: str, rec: RequestRecord) -> None:
-        self.observed.append((mode, rec))
+    def serves(self, truncated: bool) -> bool:
+        return self.serves_truncated or not truncated
+
+    def observe(self, mode: str, rec: RequestRecord, truncated: bool = False, reason: str = "") -> None:
+        self.observed.append((mode, rec, truncated, reason))
 
     def close(self) -> None:
         pass
@@ -198,3 +205,81 @@ def test_client_named_task_only_when_allowed(tmp_path: Path) -> None:
         assert task is not None
         assert (task.name == "reviews") is (expected == "reviews")
         router.close()
+
+
+def finish(router: TaskRouter, decision, i: int, served_by: str = "llm") -> RequestRecord:
+    """What the scheduler does when a request ends: a record handed to the observer."""
+    rec = record(i, random.Random(1000 + i))
+    rec.served_by = served_by
+    router.observe(rec, decision)
+    return rec
+
+
+def test_request_facts_from_the_api_side_follow_the_contract(tmp_path: Path) -> None:
+    router, task_id = detected_router(tmp_path, audit_fraction=0.0)
+    router.live._tasks[task_id] = FakeLive(TaskState.SERVING.value, "positive", 0.99)  # type: ignore[assignment]
+    cases = [
+        ({"poodle_endpoint": "chat", "poodle_tools": True, "poodle_turns": 1}, "tools"),
+        ({"poodle_endpoint": "messages", "poodle_tools": False, "poodle_turns": 3}, "multi_turn"),
+        ({"poodle_endpoint": "other", "poodle_tools": False, "poodle_turns": 1}, "endpoint_other"),
+        ({"poodle_endpoint": "responses", "poodle_tools": False, "poodle_turns": 0}, "request_shape_unknown"),
+    ]
+    for i, (xargs, reason) in enumerate(cases):
+        arr = arrival(20 + i)
+        arr.xargs = xargs
+        decision = router.on_arrival(arr)
+        assert not decision.hold and decision.reason == reason and decision.task_id == task_id
+        finish(router, decision, 20 + i)
+        assert router.counters[f"llm_{reason}"] == 1
+    # A single-turn request without tools is answered whichever endpoint rendered it; so is an
+    # untagged one (offline LLM.generate): routing is on the prompt's token ids.
+    for i, endpoint in enumerate(("responses", "messages", "completions", None)):
+        arr = arrival(30 + i)
+        arr.xargs = {"poodle_endpoint": endpoint, "poodle_tools": False, "poodle_turns": 1} if endpoint else {}
+        decision = router.on_arrival(arr)
+        assert decision.hold, endpoint
+        assert router.answer_for(decision) == enc("positive") + [2]
+        finish(router, decision, 30 + i, served_by="surrogate")
+        assert router.counters[f"endpoint:{endpoint or 'direct'}:surrogate"] == 1
+    assert router.counters["endpoint:chat"] == 1 and router.counters["endpoint:responses"] == 2
+    router.close()
+
+
+def test_every_llm_answer_is_counted_once_by_reason(tmp_path: Path) -> None:
+    router, task_id = detected_router(tmp_path, confidence_threshold=0.9, audit_fraction=0.0)
+    before = {k: v for k, v in router.counters.items() if k.startswith("llm_")}
+    # The detection phase: no task yet, then a task without a surrogate.
+    assert set(before) == {"llm_no_task", "llm_not_serving"} and sum(before.values()) == 30
+    router.live._tasks[task_id] = FakeLive(TaskState.SERVING.value, "negative", 0.5)  # type: ignore[assignment]
+    low = router.on_arrival(arrival(40))
+    assert router.answer_for(low) is None
+    finish(router, low, 40)
+    lp = router.on_arrival(arrival(41, logprobs=2))
+    finish(router, lp, 41)
+    unmatched = router.on_arrival(ArrivingRequest("x", [5, 6, 7]))
+    finish(router, unmatched, 42)
+    llm = {k: v - before.get(k, 0) for k, v in router.counters.items() if k.startswith("llm_")}
+    assert {k: v for k, v in llm.items() if v} == {"llm_no_task": 1, "llm_low_confidence": 1, "llm_logprobs": 1}
+    router.close()
+
+
+def test_truncated_inputs_go_to_the_llm_until_their_bucket_passed(tmp_path: Path) -> None:
+    router, task_id = detected_router(tmp_path, audit_fraction=0.0)
+    live = FakeLive(TaskState.SERVING.value, "positive", 0.99, truncated=True, serves_truncated=False)
+    router.live._tasks[task_id] = live  # type: ignore[assignment]
+    decision = router.on_arrival(arrival(50))
+    assert decision.hold and router.answer_for(decision) is None
+    assert decision.reason == "long_input_unverified" and decision.truncated
+    # The LLM answers it; the prediction beside it is a shadow sample for the truncated bucket.
+    assert decision.mode == "shadow"
+    finish(router, decision, 50)
+    assert router.counters["llm_long_input_unverified"] == 1
+    mode, rec, truncated, reason = live.observed[-1]
+    assert (mode, truncated, reason) == ("shadow", True, "long_input_unverified")
+    assert rec.surrogate_label == "positive"
+    live.serves_truncated = True  # the bucket passed its own gate
+    again = router.on_arrival(arrival(51))
+    assert router.answer_for(again) == enc("positive") + [2]
+    finish(router, again, 51, served_by="surrogate")
+    assert live.observed[-1][2] is True and router.counters["served_by_surrogate"] == 1
+    router.close()

@@ -8,18 +8,22 @@ What lives here and why:
   ``_free_request``, ``EngineCoreOutput`` fields: not a public interface);
 * the ``vllm serve ... --plugin poodle`` flag: vLLM 0.32 has no such flag, so a general plugin,
   loaded while the ``vllm serve`` parser is built, wraps ``EngineArgs.add_cli_args`` to add it and
-  ``ServeSubcommand.validate`` to act on it.
+  ``ServeSubcommand.validate`` to act on it;
+* which API endpoint a request came from and what its request body declared (tools, turns):
+  the serving classes' entry methods and their request fields.
 
 ``tests/integration/test_compat.py`` pins the version and checks each touch point still exists.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from poodle_vllm.types import RequestRecord, SamplingInfo
@@ -80,8 +84,12 @@ def sampling_info_from_params(sp: Any) -> SamplingInfo:
         n=int(getattr(sp, "n", 1) or 1),
         max_tokens=getattr(sp, "max_tokens", None),
         seed=getattr(sp, "seed", None),
-        logprobs=getattr(sp, "logprobs", None),
-        prompt_logprobs=getattr(sp, "prompt_logprobs", None),
+        # NOTE: logprob_token_ids asks for log-probabilities as surely as logprobs does (vLLM's
+        # own num_logprobs counts it); prompt_logprob_token_ids likewise for the prompt (-1 here).
+        logprobs=getattr(sp, "num_logprobs", getattr(sp, "logprobs", None)),
+        prompt_logprobs=getattr(sp, "prompt_logprobs", None)
+        if getattr(sp, "prompt_logprob_token_ids", None) is None
+        else -1,
         structured=getattr(sp, "structured_outputs", None) is not None,
         stop=list(getattr(sp, "stop", None) or []),
     )
@@ -348,3 +356,84 @@ def install_plugin_cli_flag() -> None:
     EngineArgs.add_cli_args = staticmethod(add_cli_args)  # type: ignore[method-assign,assignment]
     ServeSubcommand.validate = validate  # type: ignore[method-assign]
     _CLI_PATCHED = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Which API endpoint a request came from (API-server process)
+# ---------------------------------------------------------------------------------------------
+
+SERVING_ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
+    "chat": (
+        "vllm.entrypoints.openai.chat_completion.serving",
+        "OpenAIServingChat",
+        "create_chat_completion",
+    ),
+    "completions": (
+        "vllm.entrypoints.openai.completion.serving",
+        "OpenAIServingCompletion",
+        "create_completion",
+    ),
+    "responses": ("vllm.entrypoints.openai.responses.serving", "OpenAIServingResponses", "create_responses"),
+    "messages": ("vllm.entrypoints.anthropic.serving", "AnthropicServingMessages", "create_messages"),
+}
+"""Endpoint kind -> (module, class, ``async def method(self, request, raw_request=None)``).
+
+NOTE (vLLM 0.32): chat and completions call ``engine_client.generate`` inside the method.
+``/v1/messages`` converts its body to a chat request and awaits ``create_chat_completion`` inside
+``create_messages`` (an inherited method), so the outermost endpoint must win.
+``/v1/responses`` builds an async generator (``_generate_with_builtin_tools``) that calls
+``generate`` only when iterated: for a stream that is after the method returned, in the task
+that sends the response (route handlers run in a child task under ``with_cancellation``).
+"""
+
+NON_TURN_ROLES = frozenset({"system", "developer"})
+
+
+def wrap_serving_methods(wrap: Callable[[str, Any], Any]) -> list[str]:
+    """Replace each endpoint's entry method with ``wrap(kind, original)`` (idempotent).
+
+    Returns the kinds now wrapped; a class missing in this vLLM build is skipped with a warning.
+    """
+    wrapped = []
+    for kind, (module, cls_name, method) in SERVING_ENTRY_POINTS.items():
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+            original = cls.__dict__[method]
+        except (ImportError, AttributeError, KeyError):
+            logger.warning(
+                "poodle: cannot tag %s requests: %s.%s.%s not found", kind, module, cls_name, method
+            )
+            continue
+        if not getattr(original, "_poodle_wrapped", False):
+            replacement = wrap(kind, original)
+            replacement._poodle_wrapped = True
+            setattr(cls, method, replacement)
+        wrapped.append(kind)
+    return wrapped
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _turns(messages: Any) -> int:
+    return sum(1 for m in messages or [] if _field(m, "role") not in NON_TURN_ROLES)
+
+
+def request_facts(kind: str, request: Any) -> tuple[bool, int]:
+    """``(declares tools, conversation turns)`` of an endpoint's parsed request body.
+
+    Turns count user, assistant and tool messages (system and developer ones are not turns);
+    ``/v1/responses`` input items without a role (function calls and their outputs) count too,
+    and a ``previous_response_id`` or ``previous_input_messages`` adds the earlier history.
+    """
+    if kind == "completions":
+        return False, 1
+    tools = bool(_field(request, "tools"))
+    if kind == "responses":
+        items = _field(request, "input")
+        turns = 1 if isinstance(items, str) else _turns(items)
+        if _field(request, "previous_response_id") or _field(request, "previous_input_messages"):
+            turns += 1
+        return tools, turns
+    return tools, _turns(_field(request, "messages"))

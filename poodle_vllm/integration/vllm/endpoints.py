@@ -6,15 +6,23 @@
   messages) passes the exact prompt text to the engine side (``vllm_xargs`` key
   ``poodle_prompt_text``: the scheduler only sees token ids) and so that client-supplied
   Poodle keys are dropped unless configuration allows them.
+* The serving classes' entry methods are wrapped so the ``generate`` wrapper also knows which
+  endpoint a request came from and whether it declared tools or carried several turns
+  (:class:`RequestFacts`, passed in a context variable); these facts always overwrite whatever
+  a client sent under the same keys, so the engine's request contract cannot be spoofed.
 * Prometheus metrics on vLLM's ``/metrics``, read from the registry the engine keeps current.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
 from argparse import Namespace
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request  # vLLM's own web stack; route annotations need module scope
@@ -22,11 +30,92 @@ from fastapi.responses import JSONResponse
 
 from poodle_vllm.config import PoodleConfig, config_from_additional
 from poodle_vllm.paths import resolve_paths
+from poodle_vllm.surrogate.router import REQUEST_FACT_KEYS, XARG_ENDPOINT, XARG_TOOLS, XARG_TURNS
 
 logger = logging.getLogger("poodle.endpoints")
 
 API_VERSION = "1"
 CLIENT_KEYS_GUARDED = ("poodle_task", "poodle_prompt_text")
+"""Dropped from client ``vllm_xargs`` unless ``serving.allow_client_xargs``. The request facts
+(:data:`~poodle_vllm.surrogate.router.REQUEST_FACT_KEYS`) are always overwritten instead."""
+LAZY_GENERATE_KINDS = frozenset({"responses"})
+"""Endpoints whose stream calls ``engine_client.generate`` while it is consumed (see compat)."""
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the API server knows about a request that the engine cannot see in its token ids."""
+
+    endpoint: str
+    tools: bool = False
+    turns: int = 1
+
+    def extra_args(self) -> dict[str, Any]:
+        return {XARG_ENDPOINT: self.endpoint, XARG_TOOLS: self.tools, XARG_TURNS: self.turns}
+
+
+OTHER_ENDPOINT = RequestFacts("other")
+"""``generate`` called from an API route Poodle does not know (the engine keeps it with the LLM)."""
+_REQUEST_FACTS: ContextVar[RequestFacts | None] = ContextVar("poodle_request_facts", default=None)
+
+
+def current_request_facts() -> RequestFacts | None:
+    return _REQUEST_FACTS.get()
+
+
+def facts_for(kind: str, request: Any) -> RequestFacts:
+    """The facts of one parsed request body; an unreadable body yields turns=0 (the LLM answers)."""
+    from poodle_vllm.integration.vllm import compat
+
+    try:
+        tools, turns = compat.request_facts(kind, request)
+        return RequestFacts(kind, tools, turns)
+    except Exception:
+        logger.exception("poodle: could not read the %s request's tools and turns", kind)
+        return RequestFacts(kind, False, 0)
+
+
+async def _stream_with_facts(stream: AsyncIterator[Any], facts: RequestFacts) -> AsyncIterator[Any]:
+    # Runs in the task that consumes the stream, where the entry method's context is gone.
+    token = _REQUEST_FACTS.set(facts)
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        try:
+            _REQUEST_FACTS.reset(token)
+        except ValueError:  # closed from another context (garbage collection): nothing to undo
+            pass
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def tag_endpoint(kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an endpoint's entry method so ``generate`` calls under it see the request's facts."""
+
+    @functools.wraps(original)
+    async def entry(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if _REQUEST_FACTS.get() is not None:  # nested: /v1/messages runs chat inside; outermost wins
+            return await original(self, request, *args, **kwargs)
+        facts = facts_for(kind, request)
+        token = _REQUEST_FACTS.set(facts)
+        try:
+            result = await original(self, request, *args, **kwargs)
+        finally:
+            _REQUEST_FACTS.reset(token)
+        if kind in LAZY_GENERATE_KINDS and hasattr(result, "__anext__"):
+            return _stream_with_facts(result, facts)
+        return result
+
+    return entry
+
+
+def install_endpoint_tagging() -> list[str]:
+    """Wrap every known endpoint's entry method (idempotent); returns the endpoint kinds tagged."""
+    from poodle_vllm.integration.vllm import compat
+
+    return compat.wrap_serving_methods(tag_endpoint)
 
 
 def make_endpoint_plugin() -> PoodleEndpointPlugin:
@@ -98,6 +187,11 @@ class PoodleEndpointPlugin:
         self.served_model = str(getattr(getattr(vllm_config, "model_config", None), "served_model_name", ""))
         wrap_generate(engine_client, self.config)
         try:
+            tagged = install_endpoint_tagging()
+            logger.info("poodle: tagging requests of endpoints %s", ", ".join(tagged))
+        except Exception:  # the engine then sees every API request as endpoint "other": LLM answers
+            logger.exception("poodle: endpoint tagging not installed")
+        try:
             from poodle_vllm.integration.vllm.metrics import register_metrics
 
             register_metrics(resolve_paths(self.config.home, self.config.state_dir))
@@ -128,7 +222,8 @@ class PoodleEndpointPlugin:
 
 
 def wrap_generate(engine_client: Any, config: PoodleConfig) -> None:
-    """Wrap ``engine_client.generate`` (idempotent) to pass the prompt text and vet client keys."""
+    """Wrap ``engine_client.generate`` (idempotent): pass the prompt text and the request facts,
+    vet client keys."""
     original = engine_client.generate
     if getattr(original, "_poodle_wrapped", False):
         return
@@ -145,10 +240,24 @@ def wrap_generate(engine_client: Any, config: PoodleConfig) -> None:
                 text = prompt.get("prompt")
             if isinstance(text, str):
                 extra["poodle_prompt_text"] = text
+            extra.update((_REQUEST_FACTS.get() or OTHER_ENDPOINT).extra_args())
             sampling_params.extra_args = extra or None
         except Exception:  # never fail a request because of Poodle
             logger.exception("poodle: could not annotate request %s", request_id)
+            _strip_poodle_keys(sampling_params)
         return original(prompt, sampling_params, request_id, *args, **kwargs)
 
     generate._poodle_wrapped = True  # type: ignore[attr-defined]
     engine_client.generate = generate
+
+
+def _strip_poodle_keys(sampling_params: Any) -> None:
+    """Last resort after a failed annotation: no client-sent Poodle key reaches the engine, and
+    the request is marked as coming from an unknown route so the LLM answers it."""
+    try:
+        extra = getattr(sampling_params, "extra_args", None) or {}
+        guarded = set(CLIENT_KEYS_GUARDED) | set(REQUEST_FACT_KEYS)
+        kept = {k: v for k, v in extra.items() if k not in guarded}
+        sampling_params.extra_args = {**kept, **OTHER_ENDPOINT.extra_args()}  # unknown: the LLM answers
+    except Exception:
+        logger.exception("poodle: could not strip Poodle keys")

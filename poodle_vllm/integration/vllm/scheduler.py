@@ -109,8 +109,7 @@ class PoodleScheduler(Scheduler):
             ids = self._router.answer_for(decision, timeout=0) if future.done() else None
             if ids is None:
                 if not future.done():
-                    decision.reason = "surrogate_timeout"
-                    self._router.counters["llm_surrogate_timeout"] += 1
+                    decision.reason = "surrogate_timeout"  # counted as llm_<reason> when it finishes
                 decision.hold = False
                 self._decisions[req_id] = decision
                 del self.requests[req_id]  # super().add_request puts it back with queue bookkeeping
