@@ -7,8 +7,9 @@ the same sample; we report top-1 hit (or tie within noise), Kendall tau and Spea
 proxy vs true ranking, and the wall time of
 
 * fine-tuning the default base model on 5,000 items (EXTRAPOLATED linearly from the measured
-  500-item run unless ``--measure-5000``; labelled as such in the JSON),
-* naive selection: fine-tune all candidates (seed 0 times, measured) and keep the best,
+  500-item run; labelled as such in the JSON),
+* naive selection: fine-tune all candidates and keep the best, on 500 items (measured: each
+  model's fastest seed) and on 5,000 items (extrapolated x10; the issue's reference),
 * search on 500 + fine-tune the winner on 500 (measured),
 * search on 500 + fine-tune the winner on 5,000 (winner's 500-item time x10, extrapolated).
 
@@ -77,18 +78,20 @@ def ground_truth(
     from poodle_vllm.train.args import TrainingArguments
 
     # One file per (model, seed) run, so several processes can share the work without races.
-    setting = f"rt-{a.items}-test{a.test}-ep{a.epochs}-len{a.max_length}"
+    # The head's pooling is part of the setting: runs of the old CLS-pooler head are not reused.
+    pooling = TrainingArguments().pooling
+    setting = f"rt-{a.items}-test{a.test}-ep{a.epochs}-len{a.max_length}-{pooling}"
     run_dir = RESULTS / "model_search_runs" / setting
+    if a.fresh and run_dir.exists():  # forget this setting's checkpoints (and stale claims)
+        for f in [*run_dir.glob("*.json"), *run_dir.glob("*.lock")]:
+            f.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
 
     def load_runs() -> dict[str, Any]:
         runs: dict[str, Any] = {}
-        legacy = RESULTS / "model_search_runs.json"
-        if legacy.exists():
-            runs.update(json.loads(legacy.read_text()).get(setting, {}))
         for f in run_dir.glob("*.json"):
             runs.update(json.loads(f.read_text()))
-        return {} if a.fresh else runs
+        return runs
 
     t_start = time.perf_counter()
     for seed in range(a.seeds):
@@ -103,7 +106,7 @@ def ground_truth(
                 os.close(os.open(run_dir / f"{m}__{seed}.lock", os.O_CREAT | os.O_EXCL))
             except FileExistsError:
                 continue
-            args = TrainingArguments(max_length=a.max_length, epochs=a.epochs, seed=seed, batch_size=16,
+            args = TrainingArguments(pooling=pooling, max_length=a.max_length, epochs=a.epochs, seed=seed, batch_size=16,
                                      early_stopping_patience=0, calibrate=False, num_threads=2)  # fmt: skip
             r = fine_tune_and_eval(cat.get(m).path, train, test, args)  # type: ignore[arg-type]
             say(f"  fine-tuned {m} seed {seed}: acc {r['accuracy']:.3f} in {r['train_s']:.0f}s")
@@ -305,12 +308,21 @@ def main() -> int:
         "fine-tune default base, 5,000 items": {"seconds": base_t * 5000 / a.items, "extrapolated": True,
                                                 "how": f"measured {a.items}-item time x {5000 / a.items:g}"},
         "naive: fine-tune all candidates (500 items each)": {"seconds": naive, "extrapolated": False},
+        "naive: fine-tune all candidates (5,000 items each)": {"seconds": naive * 5000 / a.items, "extrapolated": True,
+                                                               "how": f"measured {a.items}-item times x {5000 / a.items:g}"},
         "search 500 + fine-tune winner on 500": {"seconds": s_t + truth[winner]["train_s_min"], "extrapolated": False},
         "search 500 + fine-tune winner on 5,000": {"seconds": s_t + truth[winner]["train_s_min"] * 5000 / a.items,
                                                    "extrapolated": True,
                                                    "how": f"search measured; fine-tune = measured {a.items}-item time x {5000 / a.items:g}"},
     }  # fmt: skip
-    speedup = naive / times["search 500 + fine-tune winner on 500"]["seconds"]
+    # The target compares with the naive search on 5,000 items; the same ratio against the
+    # naive search on 500 items (every candidate fine-tuned on the search's own sample) is stricter.
+    speedup_500 = naive / times["search 500 + fine-tune winner on 500"]["seconds"]
+    speedup = times["naive: fine-tune all candidates (5,000 items each)"]["seconds"] / times[
+        "search 500 + fine-tune winner on 500"]["seconds"]  # fmt: skip
+    # The paper's other ratio: fine-tuning the default base on 5,000 vs search + winner on 5,000.
+    speedup_base = times["fine-tune default base, 5,000 items"]["seconds"] / times[
+        "search 500 + fine-tune winner on 5,000"]["seconds"]  # fmt: skip
 
     out: dict[str, Any] = {
         "setting": {"dataset": "rotten_tomatoes", "train_items": a.items, "test_items": a.test, "seeds": a.seeds,
@@ -322,7 +334,9 @@ def main() -> int:
         "exhaustive_scores": {c.model_id: c.scores for c in exhaustive.ranking},
         "quality": quality,
         "times": times,
-        "speedup_naive_vs_search_plus_finetune_500": round(speedup, 2),
+        "speedup_naive_vs_search_plus_finetune_500": round(speedup_500, 2),
+        "speedup_naive_5000_vs_search_plus_finetune_500": round(speedup, 2),
+        "speedup_base_5000_vs_search_plus_finetune_5000": round(speedup_base, 2),
         "targets": {"top1_hit_or_tie": quality["halving_search"]["top1_hit"] or quality["halving_search"]["top1_tie_within_noise"],
                     "kendall_tau_ge_0.6": quality["halving_search"]["kendall_tau"] >= 0.6,
                     "speedup_ge_10x": speedup >= 10},
@@ -359,7 +373,9 @@ def print_table(out: dict[str, Any]) -> None:
     for k, t in out["times"].items():
         print(f"{k:52s} {t['seconds']:9.1f}s{'  (extrapolated)' if t['extrapolated'] else ''}")
     print(
-        f"speed-up naive / (search + fine-tune on 500): {out['speedup_naive_vs_search_plus_finetune_500']}x"
+        f"speed-up naive on 5,000 / (search + fine-tune on 500): "
+        f"{out['speedup_naive_5000_vs_search_plus_finetune_500']}x; naive on 500 / (search + fine-tune "
+        f"on 500): {out['speedup_naive_vs_search_plus_finetune_500']}x"
     )
     if "variants" in out:
         v = out["variants"]

@@ -63,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def resolve_base(base: str) -> Path:
-    """A prepared model name (under the models folder) or a path to an HF folder."""
+    """A path to an HF folder, a prepared model name (under the models folder) or a model-store id."""
     from poodle_vllm.paths import resolve_paths
 
     candidate = Path(base).expanduser()
@@ -72,6 +72,18 @@ def resolve_base(base: str) -> Path:
     prepared = resolve_paths().models / base
     if (prepared / "config.json").exists():
         return prepared
+    store = resolve_paths().store
+    if store.is_dir():
+        try:
+            from poodle_vllm.store.catalog import open_catalog
+
+            catalog = open_catalog(store)
+            if base in catalog.ids():
+                path = Path(str(catalog.get(base).path))
+                if (path / "config.json").exists():
+                    return path
+        except Exception:  # an unreadable store: fall through to the clear error below
+            pass
     models = resolve_paths().models
     known = (
         sorted(p.name for p in models.iterdir() if (p / "config.json").exists()) if models.is_dir() else []

@@ -38,7 +38,9 @@ def params(**client_xargs: Any) -> SimpleNamespace:
 
 def request(messages: int = 1, tools: bool = False) -> SimpleNamespace:
     turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "x"} for i in range(messages)]
-    return SimpleNamespace(messages=[{"role": "system", "content": "s"}, *turns], tools=[{}] if tools else None)
+    return SimpleNamespace(
+        messages=[{"role": "system", "content": "s"}, *turns], tools=[{}] if tools else None
+    )
 
 
 def make_engine(allow_client_xargs: bool = False) -> FakeEngine:
@@ -93,7 +95,9 @@ def test_a_responses_stream_generates_later_in_another_task() -> None:
         return stream()
 
     responses = tag_endpoint("responses", create_responses)
-    req = SimpleNamespace(input="Classify: fine", tools=[], previous_response_id=None, previous_input_messages=None)
+    req = SimpleNamespace(
+        input="Classify: fine", tools=[], previous_response_id=None, previous_input_messages=None
+    )
 
     async def route() -> list[Any]:
         # vLLM runs the handler in a child task (with_cancellation) and sends the stream from the
@@ -189,3 +193,79 @@ def test_real_messages_endpoint_is_told_apart_from_chat(monkeypatch: pytest.Monk
     chat = ChatCompletionRequest(model="m", messages=turns[:1])
     asyncio.run(server(OpenAIServingChat).create_chat_completion(chat))
     assert engine.sent[-1]["poodle_endpoint"] == "chat" and engine.sent[-1]["poodle_turns"] == 1
+
+
+class StreamingEngine(FakeEngine):
+    """``generate`` returns an async stream of outputs; the marked prompts carry Poodle's marker."""
+
+    def __init__(self, marked: set[str]) -> None:
+        super().__init__()
+        self.marked = marked
+
+    def generate(self, prompt: Any, sampling_params: Any, request_id: str, **kwargs: Any) -> Any:
+        self.sent.append(dict(sampling_params.extra_args or {}))
+        marker = {"poodle_served_by": "surrogate", "poodle_task": "t1", "other": 1}
+
+        async def outputs() -> Any:
+            yield SimpleNamespace(kv_transfer_params=marker if request_id in self.marked else None)
+
+        return outputs()
+
+
+def _sse(chunk: dict[str, Any]) -> str:
+    import json
+
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _served_by_stream(marked: set[str], prompts: list[str], stream: bool = True) -> list[Any]:
+    """Run a fake completions endpoint shaped like vLLM's: generate per prompt, then SSE chunks."""
+    import json
+
+    engine = StreamingEngine(marked)
+    wrap_generate(engine, load_config({}))
+
+    async def create_completion(self: Any, req: Any, raw_request: Any = None) -> Any:
+        gens = [engine.generate({"prompt": p}, params(), p) for p in prompts]
+
+        async def sse() -> Any:
+            for i, g in enumerate(gens):
+                async for _ in g:
+                    yield _sse(
+                        {"id": "c", "choices": [{"index": i, "text": "positive", "finish_reason": "stop"}]}
+                    )
+            yield _sse({"id": "c", "choices": [], "usage": {"completion_tokens": len(prompts)}})
+            yield "data: [DONE]\n\n"
+
+        return sse()
+
+    async def consume() -> list[Any]:
+        result = await tag_endpoint("completions", create_completion)(
+            None, SimpleNamespace(prompt=prompts, stream=stream)
+        )
+        return [json.loads(p[6:]) if p.startswith("data: {") else p async for p in result]
+
+    return asyncio.run(consume())
+
+
+def test_streaming_chunks_of_a_surrogate_answer_carry_the_marker() -> None:
+    chunks = _served_by_stream({"a"}, ["a"])
+    assert chunks[0]["kv_transfer_params"] == {"poodle_served_by": "surrogate", "poodle_task": "t1"}
+    assert chunks[1]["kv_transfer_params"]["poodle_served_by"] == "surrogate"  # the usage chunk
+    assert chunks[-1] == "data: [DONE]\n\n"
+    # LLM answers pass unchanged; with two prompts only the surrogate's chunk is stamped.
+    assert all("kv_transfer_params" not in c for c in _served_by_stream(set(), ["a"])[:-1])
+    mixed = _served_by_stream({"b"}, ["a", "b"])
+    assert "kv_transfer_params" not in mixed[0] and mixed[1]["kv_transfer_params"]["poodle_served_by"]
+    assert "kv_transfer_params" not in mixed[2]  # usage covers both prompts: not all surrogate
+    # Non-streaming requests are not wrapped (vLLM itself copies kv_transfer_params there).
+    engine = StreamingEngine({"a"})
+    wrap_generate(engine, load_config({}))
+
+    async def create_chat_completion(self: Any, req: Any, raw_request: Any = None) -> Any:
+        return engine.generate({"prompt": "p"}, params(), "a")
+
+    out = asyncio.run(
+        tag_endpoint("chat", create_chat_completion)(None, SimpleNamespace(messages=[], stream=False))
+    )
+    assert out.__qualname__.endswith("outputs")  # the engine's own stream, untouched

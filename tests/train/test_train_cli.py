@@ -106,3 +106,17 @@ def test_train_on_dataset_gold_labels(tiny_base, tmp_path, capsys):
     assert out["result"]["train_items"] + out["result"]["val_items"] == 60
     meta = load_metadata(out_dir)
     assert meta.extra["dataset"] == "rotten_tomatoes" and meta.label_names == ["negative", "positive"]
+
+
+def test_base_resolves_a_model_store_id(tiny_base, tmp_path, monkeypatch):
+    from poodle_vllm.cli.train import resolve_base
+    from poodle_vllm.store.catalog import open_catalog
+    from poodle_vllm.store.importer import add_model
+
+    monkeypatch.setenv("POODLE_STORE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("POODLE_MODELS_DIR", str(tmp_path / "models"))
+    add_model(open_catalog(tmp_path / "store"), tiny_base, model_id="tiny-sentiment", measure=False)
+    assert resolve_base("tiny-sentiment") == tiny_base.resolve()
+    assert resolve_base(str(tiny_base)) == tiny_base
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_base("no-such-model")

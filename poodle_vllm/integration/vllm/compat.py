@@ -437,3 +437,49 @@ def request_facts(kind: str, request: Any) -> tuple[bool, int]:
             turns += 1
         return tools, turns
     return tools, _turns(_field(request, "messages"))
+
+
+SERVED_BY_KEY = "poodle_served_by"
+"""The key of Poodle's marker inside ``kv_transfer_params`` (see :func:`emit_answer`)."""
+
+
+def served_marker_of(output: Any) -> dict[str, Any] | None:
+    """Poodle's marker on one ``RequestOutput`` from ``engine_client.generate``, if it carries one."""
+    params = getattr(output, "kv_transfer_params", None)
+    if isinstance(params, dict) and SERVED_BY_KEY in params:
+        return {k: v for k, v in params.items() if k.startswith("poodle_")}
+    return None
+
+
+def stamp_stream_chunk(piece: Any, served: dict[int, dict[str, Any]], n_generators: int) -> Any:
+    """Add Poodle's marker to one server-sent event of a chat/completions stream.
+
+    vLLM 0.32's stream generators yield ``"data: {json}\n\n"`` strings; a chunk whose choices
+    all belong to surrogate-answered prompts (``choices[].index`` is the prompt's index when
+    ``n == 1``, the only case a surrogate answers), and the usage chunk when every prompt was,
+    gain ``kv_transfer_params`` with the marker, the same field non-streaming responses carry.
+    Anything else (``[DONE]``, errors, LLM chunks) passes unchanged.
+    """
+    import json
+
+    if not served or not isinstance(piece, str) or not piece.startswith("data: {"):
+        return piece
+    try:
+        chunk = json.loads(piece[len("data: ") :])
+    except ValueError:
+        return piece
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return piece
+    if choices:
+        indices = {c.get("index", 0) for c in choices if isinstance(c, dict)}
+        marks = [served.get(i) for i in sorted(indices)]
+        if not marks or any(m is None for m in marks):
+            return piece
+        marker = marks[0]
+    elif len(served) == n_generators:
+        marker = next(iter(served.values()))
+    else:
+        return piece
+    chunk["kv_transfer_params"] = {**(chunk.get("kv_transfer_params") or {}), **(marker or {})}
+    return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"

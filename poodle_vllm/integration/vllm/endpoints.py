@@ -22,7 +22,7 @@ import os
 from argparse import Namespace
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request  # vLLM's own web stack; route annotations need module scope
@@ -53,6 +53,24 @@ class RequestFacts:
     def extra_args(self) -> dict[str, Any]:
         return {XARG_ENDPOINT: self.endpoint, XARG_TOOLS: self.tools, XARG_TURNS: self.turns}
 
+
+@dataclass
+class StreamNote:
+    """Who answered each prompt of one streaming request, learnt from the engine's outputs.
+
+    The engine's answer reaches the API server as ``RequestOutput.kv_transfer_params``, which
+    vLLM copies into non-streaming responses only; the ``generate`` wrapper notes it here so the
+    stream wrapper can stamp the chunks (``compat.stamp_stream_chunk``)."""
+
+    generators: int = 0
+    """``generate`` calls made for the request (one per prompt; completions may batch prompts)."""
+    served: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Prompt index -> Poodle's marker, for the prompts a surrogate answered."""
+
+
+STAMPED_STREAM_KINDS = frozenset({"chat", "completions"})
+"""Endpoints whose streaming chunks carry Poodle's served-by marker."""
+_STREAM_NOTE: ContextVar[StreamNote | None] = ContextVar("poodle_stream_note", default=None)
 
 OTHER_ENDPOINT = RequestFacts("other")
 """``generate`` called from an API route Poodle does not know (the engine keeps it with the LLM)."""
@@ -99,16 +117,59 @@ def tag_endpoint(kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
         if _REQUEST_FACTS.get() is not None:  # nested: /v1/messages runs chat inside; outermost wins
             return await original(self, request, *args, **kwargs)
         facts = facts_for(kind, request)
+        note = StreamNote() if kind in STAMPED_STREAM_KINDS and _field_true(request, "stream") else None
         token = _REQUEST_FACTS.set(facts)
+        note_token = _STREAM_NOTE.set(note)
         try:
             result = await original(self, request, *args, **kwargs)
         finally:
+            _STREAM_NOTE.reset(note_token)
             _REQUEST_FACTS.reset(token)
         if kind in LAZY_GENERATE_KINDS and hasattr(result, "__anext__"):
             return _stream_with_facts(result, facts)
+        if note is not None and note.generators and hasattr(result, "__anext__"):
+            return _stream_with_marker(result, note)
         return result
 
     return entry
+
+
+def _field_true(request: Any, name: str) -> bool:
+    try:
+        return bool(getattr(request, name, False))
+    except Exception:
+        return False
+
+
+async def _note_served_by(outputs: AsyncIterator[Any], note: StreamNote, index: int) -> AsyncIterator[Any]:
+    """Pass the engine's outputs through, noting Poodle's marker when one carries it."""
+    from poodle_vllm.integration.vllm import compat
+
+    async for out in outputs:
+        try:
+            marker = compat.served_marker_of(out)
+            if marker is not None:
+                note.served[index] = marker
+        except Exception:  # the marker is informative: never fail the stream for it
+            logger.exception("poodle: could not read the served-by marker")
+        yield out
+
+
+async def _stream_with_marker(stream: AsyncIterator[Any], note: StreamNote) -> AsyncIterator[Any]:
+    from poodle_vllm.integration.vllm import compat
+
+    try:
+        async for piece in stream:
+            if note.served:
+                try:
+                    piece = compat.stamp_stream_chunk(piece, note.served, note.generators)
+                except Exception:
+                    logger.exception("poodle: could not stamp a stream chunk")
+            yield piece
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def install_endpoint_tagging() -> list[str]:
@@ -245,7 +306,12 @@ def wrap_generate(engine_client: Any, config: PoodleConfig) -> None:
         except Exception:  # never fail a request because of Poodle
             logger.exception("poodle: could not annotate request %s", request_id)
             _strip_poodle_keys(sampling_params)
-        return original(prompt, sampling_params, request_id, *args, **kwargs)
+        outputs = original(prompt, sampling_params, request_id, *args, **kwargs)
+        note = _STREAM_NOTE.get()
+        if note is not None and hasattr(outputs, "__anext__"):
+            note.generators += 1
+            return _note_served_by(outputs, note, note.generators - 1)
+        return outputs
 
     generate._poodle_wrapped = True  # type: ignore[attr-defined]
     engine_client.generate = generate
