@@ -182,6 +182,21 @@ def test_templated_stream_leads_to_a_served_surrogate(poodle_server, e2e_state) 
     comp = client.completions.create(model="smollm2", prompt=rendered, temperature=0, max_tokens=16)
     assert (comp.model_extra.get("kv_transfer_params") or {}).get("poodle_served_by") == "surrogate"
     assert comp.choices[0].text in canonical
+    # Every API response names who served it in a header, /v1/responses and /v1/messages too.
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=16
+    )
+    assert raw.headers["x-poodle-served-by"] == "surrogate" and raw.headers["x-poodle-task"] == task.task_id
+    for route, body in (
+        ("/v1/responses", {"input": prompt, "max_output_tokens": 16}),
+        ("/v1/messages", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 16}),
+    ):
+        headers, reply = _post_json(url + route, {"model": "smollm2", "temperature": 0, **body})
+        answer = json.dumps(reply)
+        print(route, headers.get("x-poodle-served-by"), answer[:300])
+        assert headers.get("x-poodle-served-by") in {"surrogate", "llm"}, (route, headers)
+        if headers["x-poodle-served-by"] == "surrogate":
+            assert any(f'"{c}"' in answer for c in canonical), (route, answer)
 
     # The same template under another tenant (cache_salt) is another task: never the surrogate.
     other = run_chat_load(
@@ -205,6 +220,14 @@ def test_templated_stream_leads_to_a_served_surrogate(poodle_server, e2e_state) 
     recs = _records(e2e_state)
     logged = [recs[r.request_id] for r in by_surrogate if r.request_id in recs]
     assert logged and all(r.served_by == "surrogate" and r.task_id == task.task_id for r in logged)
+
+
+def _post_json(url: str, body: dict) -> tuple[dict, dict]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
 
 
 def _restart(server, state, **serving):

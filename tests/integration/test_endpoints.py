@@ -269,3 +269,63 @@ def test_streaming_chunks_of_a_surrogate_answer_carry_the_marker() -> None:
         tag_endpoint("chat", create_chat_completion)(None, SimpleNamespace(messages=[], stream=False))
     )
     assert out.__qualname__.endswith("outputs")  # the engine's own stream, untouched
+
+
+def _app_with_served_by_header(marked: set[str], enabled: bool = True) -> Any:
+    """A FastAPI app with Poodle's routes and middleware, and fake API routes shaped like vLLM's:
+    a non-streaming /v1/responses (one prompt) and a streaming /v1/completions (one per prompt)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from poodle_vllm.integration.vllm.endpoints import PoodleEndpointPlugin
+
+    engine = StreamingEngine(marked)
+    wrap_generate(engine, load_config({}))
+    app = FastAPI()
+    plugin = PoodleEndpointPlugin()
+    plugin.attach_router(app)
+    plugin.config = load_config({"enabled": enabled})
+
+    @app.post("/v1/responses")
+    async def responses(body: dict[str, Any]) -> Any:
+        async for _ in engine.generate({"prompt": body["input"]}, params(), body["input"]):
+            pass
+        return JSONResponse({"output_text": "positive"})
+
+    @app.post("/v1/completions")
+    async def completions(body: dict[str, Any]) -> Any:
+        gens = [engine.generate({"prompt": p}, params(), p) for p in body["prompt"]]
+
+        async def sse() -> Any:
+            for g in gens:
+                async for _ in g:
+                    yield "data: {}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {}
+
+    return app
+
+
+def test_every_api_response_names_who_served_it_in_a_header() -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_app_with_served_by_header({"a", "b"}))
+    served = client.post("/v1/responses", json={"input": "a"})
+    assert served.status_code == 200 and served.json() == {"output_text": "positive"}
+    assert served.headers["x-poodle-served-by"] == "surrogate"
+    assert served.headers["x-poodle-task"] == "t1" and "x-poodle-version" not in served.headers
+    assert client.post("/v1/responses", json={"input": "z"}).headers["x-poodle-served-by"] == "llm"
+    # A stream's header goes out with its first chunk: known for the first prompt only, so a
+    # two-prompt stream says nothing unless the surrogate answered the first (answers at once).
+    stream = client.post("/v1/completions", json={"prompt": ["a"]})
+    assert stream.headers["x-poodle-served-by"] == "surrogate" and stream.text.endswith("[DONE]\n\n")
+    assert "x-poodle-served-by" not in client.post("/v1/completions", json={"prompt": ["z", "a"]}).headers
+    assert "x-poodle-served-by" not in client.get("/health").headers
+    # Installed but not enabled: no header at all.
+    plain = TestClient(_app_with_served_by_header({"a"}, enabled=False))
+    assert "x-poodle-served-by" not in plain.post("/v1/responses", json={"input": "a"}).headers

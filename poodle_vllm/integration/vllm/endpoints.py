@@ -66,6 +66,8 @@ class StreamNote:
     """``generate`` calls made for the request (one per prompt; completions may batch prompts)."""
     served: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Prompt index -> Poodle's marker, for the prompts a surrogate answered."""
+    seen: set[int] = field(default_factory=set)
+    """Prompt indexes the engine has sent at least one output for (the marker comes on the first)."""
 
 
 STAMPED_STREAM_KINDS = frozenset({"chat", "completions"})
@@ -141,15 +143,19 @@ def _field_true(request: Any, name: str) -> bool:
         return False
 
 
-async def _note_served_by(outputs: AsyncIterator[Any], note: StreamNote, index: int) -> AsyncIterator[Any]:
-    """Pass the engine's outputs through, noting Poodle's marker when one carries it."""
+async def _note_served_by(
+    outputs: AsyncIterator[Any], notes: list[tuple[StreamNote, int]]
+) -> AsyncIterator[Any]:
+    """Pass the engine's outputs through, noting Poodle's marker (per note, at its prompt index)."""
     from poodle_vllm.integration.vllm import compat
 
     async for out in outputs:
         try:
             marker = compat.served_marker_of(out)
-            if marker is not None:
-                note.served[index] = marker
+            for note, index in notes:
+                note.seen.add(index)
+                if marker is not None:
+                    note.served[index] = marker
         except Exception:  # the marker is informative: never fail the stream for it
             logger.exception("poodle: could not read the served-by marker")
         yield out
@@ -170,6 +176,84 @@ async def _stream_with_marker(stream: AsyncIterator[Any], note: StreamNote) -> A
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+_RESPONSE_NOTE: ContextVar[StreamNote | None] = ContextVar("poodle_response_note", default=None)
+HEADER_SERVED_BY = "x-poodle-served-by"
+"""Response header naming who answered: ``surrogate``, ``llm`` or ``mixed`` (several prompts)."""
+MARKED_PATH_PREFIX = "/v1/"
+"""Only OpenAI/Anthropic API routes get the header (not /health, /metrics, /poodle/v1)."""
+
+
+def served_by_headers(note: StreamNote) -> list[tuple[bytes, bytes]]:
+    """The served-by headers for what ``note`` knows; none while a prompt has not answered yet.
+
+    ``surrogate`` (with ``x-poodle-task`` and ``x-poodle-version``) when a surrogate answered
+    every prompt, ``llm`` when the engine answered every prompt without one, ``mixed`` otherwise.
+    A non-streaming response is complete when its headers go out; a stream's headers go with its
+    first chunk, by which time a surrogate's answer (one output, at once) is known."""
+    n = note.generators
+    if n == 0:
+        return []
+    if len(note.served) == n:
+        first = note.served[min(note.served)]
+        headers = [(HEADER_SERVED_BY, "surrogate")]
+        for key in ("poodle_task", "poodle_version"):
+            values = {str(m.get(key)) for m in note.served.values()}
+            if len(values) == 1 and first.get(key) is not None:
+                headers.append((f"x-{key.replace('_', '-')}", values.pop()))
+    elif len(note.seen) == n:
+        headers = [(HEADER_SERVED_BY, "mixed" if note.served else "llm")]
+    else:
+        return []
+    return [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers]
+
+
+class ServedByHeaderMiddleware:
+    """Pure ASGI middleware: every API response says who served it in a header.
+
+    It covers the endpoints whose bodies carry no marker (``/v1/responses``, ``/v1/messages``)
+    as well as chat and completions. ``http.response.start`` is held back until the first body
+    message so the engine's first output has been seen; the body is never touched."""
+
+    def __init__(self, app: Any, enabled: Callable[[], bool]) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or not str(scope.get("path", "")).startswith(MARKED_PATH_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            enabled = self.enabled()
+        except Exception:
+            enabled = False
+        if not enabled:
+            await self.app(scope, receive, send)
+            return
+        note = StreamNote()
+        token = _RESPONSE_NOTE.set(note)
+        held: list[Any] = []
+
+        async def send_marked(message: Any) -> None:
+            if message.get("type") == "http.response.start" and not held:
+                held.append(message)
+                return
+            if held and held[0] is not None:
+                start, held[0] = held[0], None
+                try:
+                    start = {**start, "headers": [*start.get("headers", []), *served_by_headers(note)]}
+                except Exception:  # the header is informative: never fail a response for it
+                    logger.exception("poodle: could not add the served-by header")
+                await send(start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_marked)
+        finally:
+            _RESPONSE_NOTE.reset(token)
+            if held and held[0] is not None:  # a start with no body message (not per spec): send it
+                await send(held[0])
 
 
 def install_endpoint_tagging() -> list[str]:
@@ -231,6 +315,10 @@ class PoodleEndpointPlugin:
             return offers_payload(plugin._registry())
 
         app.include_router(router)
+        # Added before vLLM's own middleware (build_app attaches plugins first): the innermost.
+        app.add_middleware(
+            ServedByHeaderMiddleware, enabled=lambda: bool(plugin.config and plugin.config.enabled)
+        )
 
     async def init_state(self, engine_client: Any, state: Any, args: Namespace) -> None:
         self.engine_client = engine_client
@@ -307,10 +395,11 @@ def wrap_generate(engine_client: Any, config: PoodleConfig) -> None:
             logger.exception("poodle: could not annotate request %s", request_id)
             _strip_poodle_keys(sampling_params)
         outputs = original(prompt, sampling_params, request_id, *args, **kwargs)
-        note = _STREAM_NOTE.get()
-        if note is not None and hasattr(outputs, "__anext__"):
-            note.generators += 1
-            return _note_served_by(outputs, note, note.generators - 1)
+        notes = [n for n in (_STREAM_NOTE.get(), _RESPONSE_NOTE.get()) if n is not None]
+        if notes and hasattr(outputs, "__anext__"):
+            for note in notes:
+                note.generators += 1
+            return _note_served_by(outputs, [(n, n.generators - 1) for n in notes])
         return outputs
 
     generate._poodle_wrapped = True  # type: ignore[attr-defined]
