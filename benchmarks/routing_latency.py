@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=60, help="sequential requests per side")
     p.add_argument("--base", default="paraphrase-minilm-l3-v2", help="the surrogate's fixed base model")
+    p.add_argument("--load-items", type=int, default=400, help="requests in the served-throughput run")
+    p.add_argument("--llm-items", type=int, default=96, help="the same prompts answered by the LLM")
+    p.add_argument("--concurrency", type=int, default=32, help="client concurrency of both throughput runs")
     p.add_argument("--out", type=Path, default=RESULTS / "routing_latency.json")
     ns = p.parse_args(argv)
 
@@ -129,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                 routed.append(ms)
             else:
                 routed_to_llm += 1
+        # Served throughput on the same server and cores: the served task at a busy client's
+        # concurrency, then the LLM answering the same prompts (opted out of Poodle).
+        load_texts = [sentiment_prompt(t) for t in texts[used + 200 : used + 200 + ns.load_items]]
+        surrogate_load = run_chat_load(server.base_url, load_texts, concurrency=ns.concurrency)
+        llm_load = run_chat_load(
+            server.base_url, load_texts[: ns.llm_items], concurrency=ns.concurrency,
+            extra_body={"vllm_xargs": {"poodle": "off"}},
+        )  # fmt: skip
         active = registry.active_surrogate(task.task_id)
     finally:
         server.stop()
@@ -150,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
                       "max": max(routed, default=float("nan")), "served": len(routed), "to_llm": routed_to_llm},
         "surrogate_compute_ms": {"p50": p50(compute), "min": min(compute), "max": max(compute)},
     }  # fmt: skip
+    served_share = sum(r.served_by == "surrogate" for r in surrogate_load.ok) / max(1, len(surrogate_load.replies))
+    out["served_throughput"] = {
+        "concurrency": ns.concurrency,
+        "surrogate_task": {**surrogate_load.summary(), "served_by_surrogate_share": served_share},
+        "llm_same_prompts": llm_load.summary(),
+        "x_llm": surrogate_load.throughput() / llm_load.throughput() if llm_load.throughput() else None,
+        "target": "served task >= 20x the LLM's items/s on the same cores (issue 6)",
+    }
     overhead = out["routed_ms"]["p50"] - out["floor_ms"]["p50"] - out["surrogate_compute_ms"]["p50"]
     out["overhead_ms"] = overhead
     out["target"] = "routed p50 <= floor p50 + surrogate compute p50 + 5 ms"
@@ -166,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         + f"\nPoodle's routing overhead at p50: {overhead:+.1f} ms (target <= 5 ms)\n"
     )  # fmt: skip
+    tp = out["served_throughput"]
+    table += (
+        f"\nServed throughput, concurrency {ns.concurrency}: task served by the surrogate "
+        f"{tp['surrogate_task']['items_per_s']:.1f} items/s ({served_share:.0%} answered by it), "
+        f"LLM on the same prompts {tp['llm_same_prompts']['items_per_s']:.1f} items/s: "
+        f"{tp['x_llm'] or float('nan'):.1f}x (target >= 20x)\n"
+    )
     ns.out.with_suffix(".md").write_text(table)
     print(table)
     return 0
