@@ -91,7 +91,8 @@ class ServingConfig:
     max_batch: int = 32
     """Dynamic batching: most requests in one surrogate forward pass."""
     batch_window_ms: float = 2.0
-    """Dynamic batching: how long to wait for more requests before running a batch."""
+    """Dynamic batching: how long to wait for more requests before running a batch, once under
+    load (the previous batch held more than one request); an idle batcher runs at once."""
     surrogate_timeout_s: float = 2.0
     """A surrogate prediction slower than this sends the request to the LLM."""
     allow_client_xargs: bool = False

@@ -223,6 +223,9 @@ class BatchingPredictor:
         self._close_lock = threading.Lock()
         self.batches = 0
         self.failed_batches = 0
+        self.windows_waited = 0
+        """Batches that waited the collection window (only under load; see ``_collect``)."""
+        self._last_batch_size = 0
         self._thread = threading.Thread(target=self._run, name="poodle-surrogate-batcher", daemon=True)
         self._thread.start()
 
@@ -256,7 +259,13 @@ class BatchingPredictor:
     def _collect(self, first: Any) -> tuple[list[tuple[str, Future[Prediction]]], bool]:
         batch = [first]
         stop = False
-        deadline = time.monotonic() + self.window_s
+        # An idle batcher (its last batch held one request) runs at once with what is queued: a
+        # lone request must not pay the window. Under load the window applies, and requests that
+        # arrive during a forward pass queue up for the next batch either way.
+        window = self.window_s if self._last_batch_size > 1 else 0.0
+        if window > 0:
+            self.windows_waited += 1
+        deadline = time.monotonic() + window
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -267,6 +276,7 @@ class BatchingPredictor:
                 stop = True
                 break
             batch.append(item)
+        self._last_batch_size = len(batch)
         return batch, stop
 
     def _run(self) -> None:

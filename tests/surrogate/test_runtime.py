@@ -97,3 +97,15 @@ def test_measure_latency_per_batch_size(surrogate, capsys):
         for size, ms, per_item in rows:
             print(f"{size:5d}  {ms:8.2f}  {per_item:7.3f}")
     assert len(rows) == 4
+
+
+def test_an_idle_batcher_does_not_wait_its_window_but_a_busy_one_batches(surrogate):
+    texts, _ = toy_sentiment_examples(40, seed=11)
+    with BatchingPredictor(surrogate, max_batch=8, window_ms=50.0) as batcher:
+        batcher.predict(texts[0], timeout=30)
+        assert batcher.windows_waited == 0  # a lone request runs at once
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = list(pool.map(batcher.submit, texts))
+        assert all(f.result(timeout=60).label in {"negative", "positive"} for f in futures)
+        assert batcher.batches < 1 + len(texts)  # the burst was batched
+        assert batcher.windows_waited >= 1  # and, once busy, the window applied
