@@ -74,6 +74,10 @@ class ServingConfig:
     """Shadow samples to collect before the gate is evaluated."""
     shadow_min_per_label: int = 15
     """Minimum shadow samples per label for the gate."""
+    shadow_extend_factor: float = 3.0
+    """A label whose Wilson interval still straddles ``gate_target`` at the minimum (inconclusive,
+    not failed) keeps the shadow test going until it has this many times ``shadow_min_per_label``
+    samples; then the gate decides. 1.0 decides at the minimum."""
     gate_target: float = 0.75
     """The Wilson lower bound of agreement with the LLM must clear this, for every label."""
     gate_confidence: float = 0.95

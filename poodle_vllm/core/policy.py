@@ -4,7 +4,9 @@
 * :class:`ShadowGate` - while a surrogate shadows the LLM, count (LLM label, surrogate label)
   pairs; pass only when *every* label has enough samples and a Wilson lower bound of agreement
   at or above ``gate_target``. Per-label bounds are what stop a surrogate that always answers
-  the majority label: its agreement on the minority label is zero.
+  the majority label: its agreement on the minority label is zero. A label whose interval
+  straddles the target is inconclusive: shadowing goes on (up to ``shadow_extend_factor`` times
+  the per-label minimum) instead of discarding a surrogate on the fewest samples allowed.
 * :func:`decide_after_gate` - the next task state for a gate report under a serving policy.
 * :class:`RollingAgreement` - audited requests while serving; falls back below a target.
 * :class:`LengthBucketGate` - one shadow gate per input-length bucket (inputs that fit the
@@ -133,6 +135,12 @@ class ShadowGate:
                 ok, why, complete = False, f"only {n} of {cfg.shadow_min_per_label} samples", False
             elif low < cfg.gate_target:
                 ok, why = False, f"Wilson lower bound {low:.3f} < target {cfg.gate_target:.3f}"
+                cap = math.ceil(cfg.shadow_min_per_label * max(1.0, cfg.shadow_extend_factor))
+                if high >= cfg.gate_target and n < cap:
+                    # Inconclusive, not failed: a few more samples decide it either way. A
+                    # clearly worse label (upper bound below the target) fails at once.
+                    complete = False
+                    why += f" (inconclusive, upper {high:.3f}: shadowing on to {cap} samples)"
             if why:
                 reasons.append(f"label '{label}': {why}")
             per_label.append(LabelAgreement(label, n, agree, agree / n if n else 0.0, low, high, ok, why))

@@ -151,3 +151,23 @@ def test_rolling_agreement_round_trips():
     again = RollingAgreement(window=5, target=0.7, min_count=3).restore(roll.to_dict())
     assert again.n == 5 and again.agreement == roll.agreement == 0.6
     assert RollingAgreement().restore(None).n == 0
+
+
+def test_an_inconclusive_label_keeps_shadowing_until_it_is_decided():
+    cfg = ServingConfig(shadow_requests=40, shadow_min_per_label=20, gate_target=0.6, shadow_extend_factor=2.0)
+    gate = ShadowGate(cfg, labels=["positive", "negative"])
+    gate.record_many([("negative", "negative")] * 34)
+    gate.record_many([("positive", "positive")] * 16 + [("positive", "negative")] * 4)  # 16/20: LB 0.584
+    report = gate.evaluate()
+    assert not report.complete and not report.passed  # inconclusive: the upper bound clears 0.6
+    assert decide_after_gate(report, "auto") == TaskState.SHADOW
+    assert "inconclusive" in " ".join(report.reasons)
+    gate.record_many([("positive", "positive")] * 5)  # 21/25: LB 0.653
+    assert gate.evaluate().passed
+    # A clearly worse label fails at the minimum; one still straddling at the cap fails there.
+    worse = ShadowGate(cfg, labels=["positive"])
+    worse.record_many([("positive", "positive")] * 6 + [("positive", "negative")] * 34)
+    assert worse.evaluate().complete and not worse.evaluate().passed
+    capped = ShadowGate(cfg, labels=["positive"])
+    capped.record_many([("positive", "positive")] * 26 + [("positive", "negative")] * 14)  # 26/40
+    assert capped.evaluate().complete and not capped.evaluate().passed
