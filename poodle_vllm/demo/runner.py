@@ -35,7 +35,8 @@ class DemoSettings:
     quick: bool = False
     concurrency: int = 8
     max_chars: int | None = None
-    """Quick mode keeps reviews up to this many characters (shorter texts, same gate)."""
+    """Quick mode replays reviews up to this many characters first (shorter texts, same gate),
+    then, only if they run out, the next-shortest ones."""
     serve_requests: int = 200
     """Requests to send once the surrogate serves, to measure it."""
     max_items: int = 4000
@@ -92,9 +93,16 @@ def load_items(settings: DemoSettings) -> list[Item]:
 
         names = DATASET_LABELS[settings.dataset]
         items = [Item(t, names[y]) for t, y in dataset_splits(settings.dataset)["train"]]
+    rng = random.Random(settings.seed)
     if settings.max_chars:
-        items = [it for it in items if len(it.text) <= settings.max_chars]
-    random.Random(settings.seed).shuffle(items)
+        short = [it for it in items if len(it.text) <= settings.max_chars]
+        # A reserve of the next-shortest texts (unseen, never repeated): if a longer shadow test
+        # uses up the short ones, the serving phase still gets its requests.
+        reserve = sorted((it for it in items if len(it.text) > settings.max_chars), key=lambda it: len(it.text))
+        rng.shuffle(short)
+        items = short + reserve
+    else:
+        rng.shuffle(items)
     if not items:
         raise ValueError("no texts to replay (check --input / --dataset and the length filter)")
     return items[: settings.max_items]
