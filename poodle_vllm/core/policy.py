@@ -123,6 +123,7 @@ class ShadowGate:
         per_label: list[LabelAgreement] = []
         reasons: list[str] = []
         seen = self.total if pooled_total is None else pooled_total
+        cap = math.ceil(cfg.shadow_min_per_label * max(1.0, cfg.shadow_extend_factor))
         complete = seen >= cfg.shadow_requests
         if not complete:
             reasons.append(f"{seen} of {cfg.shadow_requests} shadow samples collected")
@@ -135,7 +136,6 @@ class ShadowGate:
                 ok, why, complete = False, f"only {n} of {cfg.shadow_min_per_label} samples", False
             elif low < cfg.gate_target:
                 ok, why = False, f"Wilson lower bound {low:.3f} < target {cfg.gate_target:.3f}"
-                cap = math.ceil(cfg.shadow_min_per_label * max(1.0, cfg.shadow_extend_factor))
                 if high >= cfg.gate_target and n < cap:
                     # Inconclusive, not failed: a few more samples decide it either way. A
                     # clearly worse label (upper bound below the target) fails at once.

@@ -56,7 +56,8 @@ class RequestFacts:
 
 @dataclass
 class StreamNote:
-    """Who answered each prompt of one streaming request, learnt from the engine's outputs.
+    """Who answered each prompt of one request, learnt from the engine's outputs (a streaming
+    endpoint's note, and the response note behind the served-by header).
 
     The engine's answer reaches the API server as ``RequestOutput.kv_transfer_params``, which
     vLLM copies into non-streaming responses only; the ``generate`` wrapper notes it here so the
@@ -196,12 +197,11 @@ def served_by_headers(note: StreamNote) -> list[tuple[bytes, bytes]]:
     if n == 0:
         return []
     if len(note.served) == n:
-        first = note.served[min(note.served)]
         headers = [(HEADER_SERVED_BY, "surrogate")]
         for key in ("poodle_task", "poodle_version"):
-            values = {str(m.get(key)) for m in note.served.values()}
-            if len(values) == 1 and first.get(key) is not None:
-                headers.append((f"x-{key.replace('_', '-')}", values.pop()))
+            values = {m.get(key) for m in note.served.values()}
+            if len(values) == 1 and None not in values:  # one task/version for every prompt
+                headers.append((f"x-{key.replace('_', '-')}", str(values.pop())))
     elif len(note.seen) == n:
         headers = [(HEADER_SERVED_BY, "mixed" if note.served else "llm")]
     else:
@@ -233,14 +233,15 @@ class ServedByHeaderMiddleware:
             return
         note = StreamNote()
         token = _RESPONSE_NOTE.set(note)
-        held: list[Any] = []
+        held: Any = None  # the response start, until the first body message
 
         async def send_marked(message: Any) -> None:
-            if message.get("type") == "http.response.start" and not held:
-                held.append(message)
+            nonlocal held
+            if message.get("type") == "http.response.start":
+                held = message
                 return
-            if held and held[0] is not None:
-                start, held[0] = held[0], None
+            if held is not None:
+                start, held = held, None
                 try:
                     start = {**start, "headers": [*start.get("headers", []), *served_by_headers(note)]}
                 except Exception:  # the header is informative: never fail a response for it
@@ -252,8 +253,8 @@ class ServedByHeaderMiddleware:
             await self.app(scope, receive, send_marked)
         finally:
             _RESPONSE_NOTE.reset(token)
-            if held and held[0] is not None:  # a start with no body message (not per spec): send it
-                await send(held[0])
+            if held is not None:  # a start with no body message (not per spec): send it
+                await send(held)
 
 
 def install_endpoint_tagging() -> list[str]:
